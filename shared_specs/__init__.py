@@ -1,0 +1,36 @@
+"""Framework-neutral ResNet specs, presets, layer plan and counts (numpy + stdlib only)."""
+
+from shared_specs.canonical import canonical_shapes, check_weights
+from shared_specs.checkpoint import FORMAT_VERSION, read_checkpoint, write_checkpoint
+from shared_specs.counting import LayerRow, ParamCount, count_flops, count_params, layer_table, output_shape
+from shared_specs.errors import CheckpointError, SpecError, WeightsError
+from shared_specs.plan import Plan, make_plan
+from shared_specs.presets import get_spec, list_presets, preset_doc, register
+from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BatchNormSpec",
+    "CheckpointError",
+    "LayerRow",
+    "ParamCount",
+    "Plan",
+    "ResNetSpec",
+    "SpecError",
+    "StageSpec",
+    "StemSpec",
+    "WeightsError",
+    "canonical_shapes",
+    "check_weights",
+    "count_flops",
+    "count_params",
+    "get_spec",
+    "layer_table",
+    "list_presets",
+    "make_plan",
+    "output_shape",
+    "preset_doc",
+    "read_checkpoint",
+    "register",
+    "write_checkpoint",
+]
