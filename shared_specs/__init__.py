@@ -5,7 +5,7 @@ from shared_specs.checkpoint import FORMAT_VERSION, read_checkpoint, write_check
 from shared_specs.counting import LayerRow, ParamCount, count_flops, count_params, layer_table, output_shape
 from shared_specs.errors import CheckpointError, SpecError, WeightsError
 from shared_specs.plan import Plan, make_plan
-from shared_specs.presets import get_spec, list_presets, preset_doc, register
+from shared_specs.presets import get_spec, list_presets, preset_doc, register, resolve_spec
 from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "preset_doc",
     "read_checkpoint",
     "register",
+    "resolve_spec",
     "write_checkpoint",
 ]

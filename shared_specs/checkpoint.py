@@ -109,6 +109,27 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[ResNetSpec | None, di
     return spec, weights, meta
 
 
+def read_weights_for(path: str | os.PathLike[str], spec: ResNetSpec, loader: str) -> dict[str, np.ndarray]:
+    """Weights of a checkpoint to be loaded into a model of `spec`; a stored spec must match it.
+
+    `loader` names the function that builds the right model instead (for the message).
+    """
+    stored, weights, _ = read_checkpoint(path)
+    if stored is not None and (diff := stored.differences(spec)):
+        raise CheckpointError(
+            f"{path}: stored spec differs from the model's in {diff}; build the model from the file with {loader}(path)"
+        )
+    return weights
+
+
+def read_spec_and_weights(path: str | os.PathLike[str]) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
+    """Spec and weights of a canonical checkpoint; a file without a spec is an error."""
+    spec, weights, _ = read_checkpoint(path)
+    if spec is None:
+        raise CheckpointError(f"{path}: holds no resnet-rosetta spec (a plain safetensors file?)")
+    return spec, weights
+
+
 def is_safetensors(data: bytes) -> bool:
     """Whether `data` (a file's first bytes, 10 or more) starts like a safetensors file."""
     if len(data) < 10:

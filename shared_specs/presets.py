@@ -47,6 +47,15 @@ def get_spec(name: str, **overrides: Any) -> ResNetSpec:
     return spec.replace(**overrides) if overrides else spec
 
 
+def resolve_spec(spec_or_name: ResNetSpec | str, **overrides: Any) -> ResNetSpec:
+    """A spec given as itself or as a preset name, with `overrides` applied."""
+    if isinstance(spec_or_name, str):
+        return get_spec(spec_or_name, **overrides)
+    if not isinstance(spec_or_name, ResNetSpec):
+        raise SpecError(f"expected a ResNetSpec or a preset name, got {type(spec_or_name).__name__}")
+    return spec_or_name.replace(**overrides) if overrides else spec_or_name
+
+
 def _lookup(name: str) -> Callable[[], ResNetSpec]:
     try:
         return _REGISTRY[name]

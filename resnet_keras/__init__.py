@@ -1,0 +1,10 @@
+"""Keras 3 builder and canonical weight I/O for resnet-rosetta specs (never imports torch).
+
+Works on the TensorFlow, JAX and torch Keras backends; the backend is fixed per
+process by KERAS_BACKEND, as Keras itself requires.
+"""
+
+from resnet_keras.build import ResNet, build
+from resnet_keras.weights import export_weights, import_weights, load_model, load_weights, save_weights
+
+__all__ = ["ResNet", "build", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]

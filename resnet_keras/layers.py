@@ -1,0 +1,124 @@
+"""Keras layers per plan op (the PyTorch twin is resnet_torch/layers.py).
+
+Keras pads 'same' convolutions asymmetrically (trap 4), so symmetric PyTorch
+padding becomes an explicit ZeroPadding2D + 'valid' conv. Max-pool padding is
+explicit too: -inf as PyTorch pads, or zeros as keras.applications does (trap 5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import layers
+
+from shared_specs import plan as P
+
+
+def keras_name(canonical: str) -> str:
+    """The Keras layer name of a canonical name: dots become underscores (the torch
+    backend rejects dots in names): `layer1.0.downsample.0` -> `layer1_0_downsample_0`."""
+    return canonical.replace(".", "_")
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class ConstantPadding2D(layers.Layer):
+    """Pads H and W with `value`: `padding` pixels on every side, or Keras 'same' for a
+    `kernel_size`/`stride` window (what MaxPooling2D(padding='same') does with -inf)."""
+
+    def __init__(self, padding: int | str, value: float, kernel_size: int = 1, stride: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding, self.value, self.kernel_size, self.stride = padding, float(value), kernel_size, stride
+
+    def _pads(self, size: Any) -> tuple[Any, Any]:
+        if self.padding != "same":
+            return int(self.padding), int(self.padding)
+        total = (-(-size // self.stride) - 1) * self.stride + self.kernel_size - size  # works on symbolic sizes
+        total = max(total, 0) if isinstance(total, int) else keras.ops.maximum(total, 0)
+        return total // 2, total - total // 2
+
+    def call(self, x: Any) -> Any:
+        shape = keras.ops.shape(x)
+        return keras.ops.pad(x, [(0, 0), self._pads(shape[1]), self._pads(shape[2]), (0, 0)],
+                             constant_values=self.value)
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        n, h, w, c = shape
+        grow = [None if s is None else s + sum(self._pads(s)) for s in (h, w)]
+        return (n, *grow, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "value": self.value,
+                "kernel_size": self.kernel_size, "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class ChannelPad(layers.Layer):
+    """Appends `extra` zero channels (option A shortcut)."""
+
+    def __init__(self, extra: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra = extra
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.pad(x, [(0, 0), (0, 0), (0, 0), (0, self.extra)])
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (*shape[:3], None if shape[3] is None else shape[3] + self.extra)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "extra": self.extra}
+
+
+def _he_normal_fan_out() -> keras.initializers.Initializer:
+    # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu")
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def make_layers(op: P.Op, dtype: Any = None, *, zero_gamma: bool = False) -> list[layers.Layer]:
+    """The Keras layers computing `op`, in order (a padding layer may precede the op's own)."""
+    name = keras_name(op.name)
+    kw = {"dtype": dtype}
+    if isinstance(op, P.Conv):
+        pad = [] if op.padding in ("same", 0) else [layers.ZeroPadding2D(op.padding, name=f"{name}_pad", **kw)]
+        return pad + [layers.Conv2D(
+            op.out_channels, op.kernel_size, strides=op.stride, padding="same" if op.padding == "same" else "valid",
+            groups=op.groups, use_bias=op.bias, kernel_initializer=_he_normal_fan_out(), name=name, **kw)]
+    if isinstance(op, P.BatchNorm):
+        return [layers.BatchNormalization(
+            epsilon=op.epsilon, momentum=op.running_stats_decay, name=name,
+            gamma_initializer="zeros" if zero_gamma else "ones", **kw)]
+    if isinstance(op, P.ReLU):
+        return [layers.ReLU(name=name, **kw)]
+    if isinstance(op, P.MaxPool):
+        if op.pad_value == "-inf" and op.padding == "same":
+            return [layers.MaxPooling2D(op.size, op.stride, padding="same", name=name, **kw)]
+        value = 0.0 if op.pad_value == "zero" else -math.inf
+        pad = ConstantPadding2D(op.padding, value, op.size, op.stride, name=f"{name}_pad", **kw)
+        return [pad, layers.MaxPooling2D(op.size, op.stride, padding="valid", name=name, **kw)]
+    if isinstance(op, P.AvgPool):
+        # 'same' on a 2x2/2 window averages only real pixels, as PyTorch's ceil_mode with
+        # count_include_pad=False does (tests check odd sizes on every backend).
+        return [layers.AveragePooling2D(op.size, op.stride, padding="same", name=name, **kw)]
+    if isinstance(op, P.Subsample):
+        return [layers.MaxPooling2D(1, op.stride, name=name, **kw)]  # keras.applications V2's strided identity
+    if isinstance(op, P.ChannelPad):
+        return [ChannelPad(op.extra, name=name, **kw)]
+    if isinstance(op, P.GlobalAvgPool):
+        return [layers.GlobalAveragePooling2D(name=name, **kw)]
+    if isinstance(op, P.Linear):
+        bound = 1.0 / math.sqrt(op.in_features)  # PyTorch nn.Linear's default init
+        init = keras.initializers.RandomUniform(-bound, bound)
+        return [layers.Dense(op.out_features, kernel_initializer=init, bias_initializer=init, name=name, **kw)]
+    if isinstance(op, P.Softmax):
+        return [layers.Softmax(name=name, **kw)]
+    raise TypeError(f"no Keras layer for {type(op).__name__}")
+
+
+def run(ops: tuple[P.Op, ...], x: Any, dtype: Any = None, zero_gamma: frozenset[str] = frozenset()) -> Any:
+    """Apply the layers of `ops` to the symbolic tensor `x` in order."""
+    for op in ops:
+        for layer in make_layers(op, dtype, zero_gamma=op.name in zero_gamma):
+            x = layer(x)
+    return x

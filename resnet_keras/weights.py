@@ -1,0 +1,97 @@
+"""Canonical weights in and out of a Keras ResNet (the PyTorch twin is resnet_torch/weights.py).
+
+`RULES` is the one table of how a canonical tensor maps to a Keras variable: its
+attribute and the layout transforms both ways. Export and import read the same
+table, so the two directions cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from resnet_keras.build import ResNet, build
+from resnet_keras.layers import keras_name
+from shared_specs import check_weights, make_plan, write_checkpoint
+from shared_specs.checkpoint import read_spec_and_weights, read_weights_for
+from shared_specs import plan as P
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+# (canonical suffix, Keras variable attribute, canonical -> Keras, Keras -> canonical)
+Rule = tuple[str, str, Transform, Transform]
+RULES: dict[type, tuple[Rule, ...]] = {
+    # conv kernel: PyTorch (out, in/groups, kH, kW) <-> Keras (kH, kW, in/groups, out)  (traps 1, 3)
+    P.Conv: (
+        ("weight", "kernel", lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1)),
+        ("bias", "bias", _same, _same),
+    ),
+    P.BatchNorm: (
+        ("weight", "gamma", _same, _same),
+        ("bias", "beta", _same, _same),
+        ("running_mean", "moving_mean", _same, _same),
+        ("running_var", "moving_variance", _same, _same),
+    ),
+    # dense kernel: PyTorch (out, in) <-> Keras (in, out)  (trap 2)
+    P.Linear: (
+        ("weight", "kernel", lambda w: w.T, lambda k: k.T),
+        ("bias", "bias", _same, _same),
+    ),
+}
+
+
+def _variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
+    """(canonical tensor name, Keras variable, to Keras, to canonical) for every weight."""
+    for op in make_plan(model.spec).ops():
+        if isinstance(op, P.Conv) and not op.bias:
+            rules = RULES[P.Conv][:1]
+        else:
+            rules = RULES.get(type(op), ())
+        if rules:
+            layer = model.get_layer(keras_name(op.name))
+            for suffix, attr, to_keras, to_canonical in rules:
+                yield f"{op.name}.{suffix}", getattr(layer, attr), to_keras, to_canonical
+
+
+def export_weights(model: ResNet) -> dict[str, np.ndarray]:
+    """The model's canonical weights: numpy copies in PyTorch layout, in plan order."""
+    return {
+        name: np.array(to_canonical(keras.ops.convert_to_numpy(variable)), copy=True)  # no aliasing (trap 17)
+        for name, variable, _, to_canonical in _variables(model)
+    }
+
+
+def import_weights(model: ResNet, weights: Mapping[str, np.ndarray], *, source: str = "weights") -> None:
+    """Load canonical weights. Strict and all-or-nothing: every missing, unexpected or
+    mis-shaped tensor is listed in one WeightsError and the model is left untouched."""
+    checked = check_weights(model.spec, weights, source=source)
+    for name, variable, to_keras, _ in _variables(model):
+        # a fresh contiguous array: the JAX backend may alias numpy buffers (trap 17)
+        variable.assign(np.array(to_keras(checked[name]), dtype=variable.dtype, order="C", copy=True))
+
+
+def save_weights(model: ResNet, path: str | os.PathLike[str]) -> None:
+    """Write the canonical checkpoint (safetensors + spec JSON + format version), atomically."""
+    write_checkpoint(path, export_weights(model), model.spec)
+
+
+def load_weights(model: ResNet, path: str | os.PathLike[str]) -> None:
+    """Load a canonical checkpoint into `model`; its stored spec must match the model's."""
+    import_weights(model, read_weights_for(path, model.spec, "resnet_keras.load_model"), source=str(path))
+
+
+def load_model(path: str | os.PathLike[str]) -> ResNet:
+    """Build the model a canonical checkpoint describes and load its weights."""
+    spec, weights = read_spec_and_weights(path)
+    model = build(spec)
+    import_weights(model, weights, source=str(path))
+    return model

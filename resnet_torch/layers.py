@@ -1,0 +1,144 @@
+"""One PyTorch module per plan op (the Keras twin is resnet_keras/layers.py)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared_specs import plan as P
+
+
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """Keras/TensorFlow 'same' padding of one axis: (before, after), the extra pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    top, bottom = same_padding(x.shape[-2], kernel_size, stride)
+    left, right = same_padding(x.shape[-1], kernel_size, stride)
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with Keras 'same' padding, which is asymmetric for strided convs on even sizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_pad_same(x, self.kernel_size[0], self.stride[0]))
+
+
+class PaddedMaxPool2d(nn.MaxPool2d):
+    """Max-pool after explicit padding with `value`: 0 reproduces Keras's ZeroPadding2D + MaxPooling2D,
+    and 'same' padding reproduces Keras's MaxPooling2D(padding='same')."""
+
+    def __init__(self, size: int, stride: int, padding: P.Padding, value: float) -> None:
+        super().__init__(size, stride)
+        self.pad, self.value = padding, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad == "same":
+            x = _pad_same(x, self.kernel_size, self.stride, self.value)  # type: ignore[arg-type]
+        else:
+            x = F.pad(x, (self.pad,) * 4, value=self.value)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}, pad_value={self.value}"
+
+
+class Subsample(nn.Module):
+    """Strided identity shortcut: every `stride`-th row and column."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :: self.stride, :: self.stride]
+
+
+class ChannelPad(nn.Module):
+    """Appends `extra` zero channels (option A shortcut)."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+class GlobalAvgPool(nn.AdaptiveAvgPool2d):
+    """torchvision's avgpool + flatten, as one module."""
+
+    def __init__(self) -> None:
+        super().__init__((1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(super().forward(x), 1)
+
+
+def torch_momentum(running_stats_decay: float) -> float:
+    """PyTorch's BatchNorm momentum weights the NEW batch: 1 - decay (rounded, so 0.9 -> 0.1)."""
+    return round(1.0 - running_stats_decay, 12)
+
+
+def make_layer(op: P.Op) -> nn.Module:
+    """The PyTorch module computing `op`."""
+    if isinstance(op, P.Conv):
+        args = (op.in_channels, op.out_channels, op.kernel_size, op.stride)
+        if op.padding == "same":
+            return SameConv2d(*args, groups=op.groups, bias=op.bias)
+        return nn.Conv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias)
+    if isinstance(op, P.BatchNorm):
+        return nn.BatchNorm2d(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
+    if isinstance(op, P.ReLU):
+        return nn.ReLU()  # not in-place: forward hooks (resnet-rosetta diff) keep what they saw
+    if isinstance(op, P.MaxPool):
+        if op.pad_value == "-inf" and op.padding != "same":
+            return nn.MaxPool2d(op.size, op.stride, op.padding)
+        return PaddedMaxPool2d(op.size, op.stride, op.padding, 0.0 if op.pad_value == "zero" else -math.inf)
+    if isinstance(op, P.AvgPool):
+        return nn.AvgPool2d(op.size, op.stride, ceil_mode=True, count_include_pad=False)
+    if isinstance(op, P.Subsample):
+        return Subsample(op.stride)
+    if isinstance(op, P.ChannelPad):
+        return ChannelPad(op.extra)
+    if isinstance(op, P.GlobalAvgPool):
+        return GlobalAvgPool()
+    if isinstance(op, P.Linear):
+        return nn.Linear(op.in_features, op.out_features)
+    if isinstance(op, P.Softmax):
+        return nn.Softmax(dim=1)
+    raise TypeError(f"no PyTorch layer for {type(op).__name__}")
+
+
+def install(parent: nn.Module, ops: tuple[P.Op, ...], prefix: str = "") -> tuple[str, ...]:
+    """Register each op's module under its canonical name relative to `prefix`.
+
+    Dotted names (`downsample.0`, timm's `conv1.3`) go into an nn.Sequential, so the
+    state_dict keys are the canonical names. Returns the direct children to call, in order.
+    """
+    order: list[str] = []
+    for op in ops:
+        path = op.name[len(prefix) :].split(".")
+        if len(path) == 1:
+            parent.add_module(path[0], make_layer(op))
+        else:
+            head, index = path
+            if head not in parent._modules:
+                parent.add_module(head, nn.Sequential())
+            parent._modules[head].add_module(index, make_layer(op))  # type: ignore[union-attr]
+        if path[0] not in order:
+            order.append(path[0])
+    return tuple(order)
+
+
+def run(parent: nn.Module, names: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
+    """Apply the named children of `parent` in order."""
+    for name in names:
+        x = parent._modules[name](x)  # type: ignore[misc]
+    return x
