@@ -1,0 +1,85 @@
+"""Shared test helpers: random canonical weights, forward passes, tolerances."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import torch
+
+from shared_specs import ResNetSpec, canonical_shapes, make_plan
+
+BACKEND = keras.backend.backend()
+
+# float32 parity bound, used by every cross-framework comparison: conv accumulation
+# order differs between ATen and oneDNN/XLA, giving ~5e-6 relative error on CPU
+# (trap 15); 1e-4 leaves 20x margin yet catches any layout or padding bug (those
+# give errors of order 1). The atol is relative to the output scale so that
+# near-zero logits do not fail on absolute noise.
+F32_RTOL = 1e-4
+F32_ATOL_SCALE = 1e-4
+
+
+def random_weights(spec: ResNetSpec, seed: int = 0, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """Random canonical weights with non-trivial BatchNorm running statistics.
+
+    Convs are He-normal; BN gamma/beta/mean/var are random (var in [0.5, 2]). The
+    branch closing each block is scaled by 1/blocks so that eval-mode activations stay
+    bounded even in cifar_resnet1202 (frozen BN does not renormalise growth).
+    """
+    rng = np.random.default_rng(seed)
+    plan = make_plan(spec)
+    blocks = list(plan.blocks())
+    closing = {b.main[-1].name for b in blocks}
+    out: dict[str, np.ndarray] = {}
+    for name, shape in canonical_shapes(spec).items():
+        layer, kind = name.rsplit(".", 1)
+        if kind == "running_var":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif kind == "running_mean":
+            value = rng.normal(0.0, 0.3, shape)
+        elif len(shape) == 4:
+            value = rng.normal(0.0, math.sqrt(2.0 / math.prod(shape[1:])), shape)
+        elif len(shape) == 2:
+            value = rng.uniform(-1, 1, shape) / math.sqrt(shape[1])
+        elif kind == "weight":  # BN gamma
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # BN beta, conv/dense bias
+            value = rng.normal(0.0, 0.1, shape)
+        if layer in closing and kind in ("weight", "bias"):
+            value = value / len(blocks)
+        out[name] = value.astype(dtype)
+    return out
+
+
+def random_input(spec: ResNetSpec, hw: tuple[int, int], batch: int = 2, seed: int = 1, dtype: type = np.float32) -> np.ndarray:
+    """NCHW input (PyTorch layout); `nhwc` converts it for Keras."""
+    return np.random.default_rng(seed).normal(size=(batch, spec.in_channels, *hw)).astype(dtype)
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def torch_forward(model: torch.nn.Module, x: np.ndarray, training: bool = False) -> np.ndarray:
+    model.train(training)
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def keras_forward(model: keras.Model, x: np.ndarray, training: bool = False) -> np.ndarray:
+    """Forward on NCHW `x`; returns NCHW feature maps or (N, classes) logits."""
+    y = keras.ops.convert_to_numpy(model(nhwc(x), training=training))
+    return nchw(y) if y.ndim == 4 else y
+
+
+def assert_f32_close(actual: np.ndarray, reference: np.ndarray, what: str) -> None:
+    """The float32 parity bound (see F32_RTOL)."""
+    assert actual.shape == reference.shape, f"{what}: shape {actual.shape} != {reference.shape}"
+    atol = F32_ATOL_SCALE * float(np.abs(reference).max())
+    np.testing.assert_allclose(actual, reference, rtol=F32_RTOL, atol=atol, err_msg=what)
