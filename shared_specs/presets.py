@@ -31,8 +31,9 @@ def register(name: str) -> Callable[[Callable[[], ResNetSpec]], Callable[[], Res
 
 
 def list_presets(pattern: str = "*") -> list[str]:
-    """Preset names matching a shell-style pattern, e.g. `list_presets("resnet5*")`."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    """Preset names matching a shell-style pattern, e.g. `list_presets("resnet5*")`, in
+    registration order (torchvision, keras.applications, CIFAR, tutorials; shallow to deep)."""
+    return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
 
 
 def preset_doc(name: str) -> str:

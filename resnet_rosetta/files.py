@@ -1,0 +1,148 @@
+"""Model files of either framework, read to and written from (spec, canonical weights).
+
+Formats are recognised by their content, not their name: safetensors (our canonical
+checkpoint, or a plain one), PyTorch `torch.save` files (read with
+`weights_only=True`: nothing is unpickled beyond tensors and containers), Keras
+`.keras` archives and Keras `.weights.h5`. Every write goes to a temp file renamed
+into place, so a failure leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from resnet_rosetta.frameworks import import_frameworks
+from shared_specs import CheckpointError, ResNetSpec, write_checkpoint
+from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
+
+FORMATS = ("safetensors", "torch", "keras", "keras-weights")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """One of FORMATS, from the file's first bytes (and the members of a zip)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+    if is_safetensors(head):
+        return "safetensors"
+    if head.startswith(_HDF5_MAGIC):
+        return "keras-weights"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            raise CheckpointError(f"{path}: a damaged or truncated zip archive") from None
+        if "config.json" in names and "model.weights.h5" in names:
+            return "keras"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        raise CheckpointError(f"{path}: a zip archive that is neither a .keras model nor a torch.save file")
+    if head[:1] == b"\x80":  # a pickle: torch.save's legacy format; read with weights_only
+        return "torch"
+    raise CheckpointError(f"{path}: unrecognised format (not safetensors, torch.save, .keras or HDF5)")
+
+
+def format_for_output(path: str | os.PathLike[str]) -> str:
+    """The format an output path asks for, by its suffix."""
+    name = str(path)
+    for suffix, fmt in ((".safetensors", "safetensors"), (".weights.h5", "keras-weights"), (".keras", "keras"),
+                        (".pth", "torch"), (".pt", "torch"), (".bin", "torch")):
+        if name.endswith(suffix):
+            return fmt
+    raise CheckpointError(f"{path}: cannot tell the output format; use .safetensors, .pth/.pt, .keras or .weights.h5")
+
+
+def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
+    """(spec, canonical weights) of any supported file.
+
+    `spec` is needed for files that carry none (a .pth state_dict, a plain
+    safetensors file, a .weights.h5); a file's own spec wins over it only if equal.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "safetensors":
+        stored, weights, _ = read_checkpoint(path)
+        return _pick_spec(path, stored, spec), weights
+    if fmt == "torch":
+        return _need_spec(path, spec), _read_torch(path)
+    torch, keras = import_frameworks()
+    import resnet_keras as rk
+
+    if fmt == "keras":
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as err:  # Keras raises many types for a damaged archive
+            raise CheckpointError(f"{path}: cannot load the .keras model: {err}") from None
+        if not isinstance(model, rk.ResNet):
+            raise CheckpointError(f"{path}: a .keras model that is not a resnet-rosetta ResNet ({type(model).__name__})")
+        return _pick_spec(path, model.spec, spec), rk.export_weights(model)
+    model = rk.build(_need_spec(path, spec))
+    try:
+        model.load_weights(path)
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot load these Keras weights into {model.spec.name}: {err}") from None
+    return model.spec, rk.export_weights(model)
+
+
+def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> None:
+    """Write `weights` of `spec` in the format `path`'s suffix names, atomically."""
+    fmt = format_for_output(path)
+    if fmt == "safetensors":
+        write_checkpoint(path, weights, spec)
+        return
+    torch, keras = import_frameworks()
+    if fmt == "torch":
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+        atomic_write(path, lambda f: torch.save(state, f))
+        return
+    import resnet_keras as rk
+
+    model = rk.build(spec)
+    rk.import_weights(model, weights)
+    target = Path(path)
+    # Keras insists on the suffix, so the temp file keeps it; renamed when complete.
+    suffix = ".weights.h5" if fmt == "keras-weights" else ".keras"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        model.save_weights(tmp) if fmt == "keras-weights" else model.save(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    torch, _ = import_frameworks()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for code-executing pickles, RuntimeError for damage
+        raise CheckpointError(f"{path}: not a loadable weights-only torch file: {str(err).splitlines()[0]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds no state_dict (a dict of tensors)")
+    return {k.removeprefix("module."): v.detach().cpu().numpy().copy() for k, v in obj.items()}
+
+
+def _need_spec(path: Path, spec: ResNetSpec | None) -> ResNetSpec:
+    if spec is None:
+        raise CheckpointError(f"{path}: the file carries no spec; name the architecture with --preset")
+    return spec
+
+
+def _pick_spec(path: Path, stored: ResNetSpec | None, given: ResNetSpec | None) -> ResNetSpec:
+    if stored is None:
+        return _need_spec(path, given)
+    if given is not None and (diff := stored.differences(given)):
+        raise CheckpointError(f"{path}: its stored spec differs from the one given in {diff}")
+    return stored
