@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # tests marked keras_backend run again in one process per other backend.
 PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test demo clean
 
 install: $(STAMP)
 
