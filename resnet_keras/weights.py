@@ -49,15 +49,17 @@ RULES: dict[type, tuple[Rule, ...]] = {
 }
 
 
-def _variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
-    """(canonical tensor name, Keras variable, to Keras, to canonical) for every weight."""
+def canonical_variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
+    """(canonical tensor name, Keras variable, to Keras, to canonical) for every weight, in plan
+    order: how to read anything defined per variable (a gradient, an optimizer slot) canonically."""
+    layers = {layer.name: layer for layer in model.layers}  # get_layer is a linear scan
     for op in make_plan(model.spec).ops():
         if isinstance(op, P.Conv) and not op.bias:
             rules = RULES[P.Conv][:1]
         else:
             rules = RULES.get(type(op), ())
         if rules:
-            layer = model.get_layer(keras_name(op.name))
+            layer = layers[keras_name(op.name)]
             for suffix, attr, to_keras, to_canonical in rules:
                 yield f"{op.name}.{suffix}", getattr(layer, attr), to_keras, to_canonical
 
@@ -66,7 +68,7 @@ def export_weights(model: ResNet) -> dict[str, np.ndarray]:
     """The model's canonical weights: numpy copies in PyTorch layout, in plan order."""
     return {
         name: np.array(to_canonical(keras.ops.convert_to_numpy(variable)), copy=True)  # no aliasing (trap 17)
-        for name, variable, _, to_canonical in _variables(model)
+        for name, variable, _, to_canonical in canonical_variables(model)
     }
 
 
@@ -74,7 +76,7 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray], *, source: 
     """Load canonical weights. Strict and all-or-nothing: every missing, unexpected or
     mis-shaped tensor is listed in one WeightsError and the model is left untouched."""
     checked = check_weights(model.spec, weights, source=source)
-    for name, variable, to_keras, _ in _variables(model):
+    for name, variable, to_keras, _ in canonical_variables(model):
         # a fresh contiguous array: the JAX backend may alias numpy buffers (trap 17)
         variable.assign(np.array(to_keras(checked[name]), dtype=variable.dtype, order="C", copy=True))
 

@@ -82,14 +82,6 @@ def test_macs_equal_torch_flop_counter(name, hw):
     assert count_flops(model.spec, hw) * 2 == counter.get_total_flops()
 
 
-@pytest.mark.parametrize("name", list_presets())
-def test_counts_equal_keras_count_params(name):
-    model = rk.build(name)
-    assert count_params(model.spec).total == model.count_params()
-    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    assert count_params(model.spec).trainable == trainable
-
-
 SHAPE_CASES = [("resnet50", (65, 47)), ("resnet50_v2", (33, 47)), ("tutorial_keras_resnet18", (37, 30)),
                ("tutorial_cifar_resnet18", (32, 32)), ("cifar_resnet20", (31, 7)), ("resnet18", (1, 1))]
 
