@@ -9,9 +9,12 @@ touching Keras.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from types import ModuleType
 
 
@@ -34,7 +37,34 @@ def import_frameworks(backend: str | None = None) -> tuple[ModuleType, ModuleTyp
         except ImportError:
             pass
     torch = importlib.import_module("torch")
-    keras = importlib.import_module("keras")
+    with _native_stderr_held_back():
+        keras = importlib.import_module("keras")
+        if keras.backend.backend() == "tensorflow":  # its devices initialise (and complain) lazily
+            importlib.import_module("tensorflow").config.list_physical_devices()
     if backend and keras.backend.backend() != backend:
         raise RuntimeError(f"Keras already runs on {keras.backend.backend()!r}; start a new process for {backend!r}")
     return torch, keras
+
+
+@contextlib.contextmanager
+def _native_stderr_held_back() -> Iterator[None]:
+    """Hold back what C++ libraries write to fd 2 while importing TensorFlow (absl's
+    pre-init banner and oneDNN/CUDA notices, which no environment variable silences);
+    replay it if the import fails, so no diagnostic is lost."""
+    if "keras" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
