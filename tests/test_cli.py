@@ -1,0 +1,88 @@
+"""The resnet-rosetta command: list, show, port, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import random_weights
+
+import resnet_torch as rt
+from resnet_rosetta.cli import main
+from shared_specs import ResNetSpec, get_spec, layer_table, read_checkpoint
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_is_installed_and_lists_presets():
+    exe = Path(sys.executable).with_name("resnet-rosetta")
+    result = subprocess.run([str(exe), "list", "resnet5*"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split()[:3] for line in result.stdout.splitlines()[2:]]
+    assert rows == [["resnet50", "25,557,032", "4.09"], ["resnet50_v1", "25,583,592", "3.86"],
+                    ["resnet50_v2", "25,568,360", "3.48"]]
+
+
+def test_show_prints_one_row_per_layer_with_both_frameworks(capsys):
+    code, out, _ = run(capsys, "show", "resnet18", "--input", "64,64")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith(("conv1", "bn1", "relu", "maxpool", "layer", "avgpool", "fc"))]
+    assert len(rows) == len(layer_table(get_spec("resnet18"), (64, 64)))
+    assert rows[0].split()[:4] == ["conv1", "Conv2d", "conv1", "(ZeroPadding2D"]
+    assert "layer2.0.downsample.0  Conv2d" in out and "layer2_0_downsample_0 (Conv2D)" in out
+    assert "11,689,512 trainable parameters" in out
+
+
+def test_show_spec_prints_the_json(capsys):
+    code, out, _ = run(capsys, "show", "cifar_resnet20", "--spec")
+    assert code == 0 and ResNetSpec.from_json(out) == get_spec("cifar_resnet20")
+
+
+def test_unknown_preset_is_one_line_and_status_2(capsys):
+    code, out, err = run(capsys, "show", "resnet05")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resnet-rosetta show: error: unknown preset 'resnet05'; did you mean resnet50")
+
+
+@pytest.mark.keras_backend
+def test_port_moves_a_model_through_every_format_and_checks_parity(capsys, tmp_path):
+    model = rt.build("cifar_resnet20")
+    weights = random_weights(model.spec)
+    rt.import_weights(model, weights)
+    src = tmp_path / "src.safetensors"
+    rt.save_weights(model, src)
+    chain = [src, tmp_path / "a.keras", tmp_path / "b.pth", tmp_path / "c.weights.h5", tmp_path / "d.safetensors"]
+    for a, b in zip(chain, chain[1:]):
+        code, out, err = run(capsys, "port", str(a), str(b), "--preset", "cifar_resnet20", "--input-size", "32")
+        assert code == 0, err
+        relative = float(out.split(" = ")[1].split()[0])
+        assert relative < 1e-4, out  # the float32 parity bound (tests/support.py)
+    spec, final, _ = read_checkpoint(chain[-1])
+    assert spec == model.spec
+    assert all(np.array_equal(final[k], weights[k]) for k in weights)  # lossless through every format
+
+
+def test_port_without_a_spec_asks_for_a_preset_and_writes_nothing(capsys, tmp_path):
+    import torch
+
+    pth = tmp_path / "sd.pth"
+    torch.save(rt.build("resnet18").state_dict(), pth)
+    out_path = tmp_path / "out.safetensors"
+    code, _, err = run(capsys, "port", str(pth), str(out_path))
+    assert code == 2 and "carries no spec; name the architecture with --preset" in err
+    assert not out_path.exists()
+
+
+def test_port_rejects_an_unknown_output_suffix(capsys, tmp_path):
+    src = tmp_path / "src.safetensors"
+    rt.save_weights(rt.build("cifar_resnet20"), src)
+    code, _, err = run(capsys, "port", str(src), str(tmp_path / "out.onnx2"))
+    assert code == 2 and "cannot tell the output format" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]
