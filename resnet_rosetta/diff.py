@@ -1,0 +1,277 @@
+"""Per-layer diagnosis of two models that should compute the same function.
+
+Both models get the same input; every layer is matched through its canonical name and its
+output compared. The first layer whose output differs beyond the tolerance is where the two
+part ways; `likely_causes` then looks at what differs there (spec fields, the layer's own
+tensors, the shape of the error) and names the known traps it recognises.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_rosetta.frameworks import import_frameworks
+from shared_specs import ResNetSpec, make_plan
+from shared_specs import plan as P
+
+# float32 parity bound of the test suite (tests/support.py): conv accumulation order differs
+# between ATen and oneDNN/XLA by ~5e-6 relative; a real mismatch is orders of magnitude larger.
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    """One layer's output disagreement; `max_rel` is relative to the layer's largest |output| in A."""
+
+    name: str
+    kind: str
+    max_abs: float
+    max_rel: float
+    diverged: bool
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    rows: list[LayerDiff]
+    first_divergence: str | None
+    causes: list[str]
+    tolerance: float
+    output_max_rel: float
+    labels: tuple[str, str] = ("A", "B")
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        from resnet_rosetta.table import format_table
+
+        rows = [(("> " if r.name == self.first_divergence else "  ") + r.name, r.kind, f"{r.max_abs:.3g}",
+                 f"{r.max_rel:.3g}", "DIVERGED" if r.diverged else "") for r in self.rows]
+        text = format_table(("layer", "op", "max |A-B|", "relative", ""), rows, right=(2, 3))
+        verdict = (f"first divergence beyond {self.tolerance:g}: {self.first_divergence}"
+                   if self.first_divergence else f"all {len(self.rows)} layers agree within {self.tolerance:g}")
+        lines = [f"A = {self.labels[0]}", f"B = {self.labels[1]}", text, "", verdict,
+                 f"final output relative difference: {self.output_max_rel:.3g}"]
+        lines += [f"likely cause: {c}" for c in self.causes] + self.notes
+        return "\n".join(lines)
+
+
+@dataclass
+class Side:
+    """A model reduced to what the diff needs: spec, canonical weights, per-layer outputs (NCHW)."""
+
+    label: str
+    spec: ResNetSpec
+    weights: dict[str, np.ndarray]
+    run: Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def torch_side(model: Any, label: str = "PyTorch") -> Side:
+    """Per-layer outputs of a resnet_torch model from forward hooks on canonical module names."""
+    torch, _ = import_frameworks()
+    import resnet_torch as rt
+
+    names = [op.name for op in make_plan(model.spec).ops()]
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen: dict[str, np.ndarray] = {}
+        modules = dict(model.named_modules())
+        hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach().numpy().copy()))
+                 for n in names]
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(torch.from_numpy(x).to(next(model.parameters()).dtype))
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen
+
+    return Side(label, model.spec, rt.export_weights(model), run)
+
+
+def keras_side(model: Any, label: str | None = None) -> Side:
+    """Per-layer outputs of a resnet_keras model from a probe model on canonical layer names."""
+    _, keras = import_frameworks()
+    import resnet_keras as rk
+    from resnet_keras.layers import keras_name
+
+    names = [op.name for op in make_plan(model.spec).ops()]
+    probe = keras.Model(model.input, [model.get_layer(keras_name(n)).output for n in names])
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = probe(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), training=False)
+        arrays = [keras.ops.convert_to_numpy(o) for o in outputs]
+        return {n: (a.transpose(0, 3, 1, 2) if a.ndim == 4 else a) for n, a in zip(names, arrays)}
+
+    return Side(label or f"Keras ({keras.backend.backend()})", model.spec, rk.export_weights(model), run)
+
+
+def file_side(path: str | os.PathLike[str], framework: str, spec: ResNetSpec | None = None) -> Side:
+    """A model file built in `framework` ("torch" or "keras")."""
+    from resnet_rosetta.files import read_model_file
+
+    spec, weights = read_model_file(path, spec)
+    torch, _ = import_frameworks()
+    if framework == "torch":
+        import resnet_torch as rt
+
+        model = rt.build(spec)
+        rt.import_weights(model, weights, source=str(path))
+        return torch_side(model, f"{path} in PyTorch")
+    import resnet_keras as rk
+
+    model = rk.build(spec)
+    rk.import_weights(model, weights, source=str(path))
+    return keras_side(model, f"{path} in Keras")
+
+
+def as_side(obj: Any, label: str | None = None) -> Side:
+    """A Side from one of our torch or Keras models (anything else: build a Side yourself)."""
+    if isinstance(obj, Side):
+        return obj
+    torch, _ = import_frameworks()
+    import resnet_torch as rt
+
+    if isinstance(obj, rt.ResNet):
+        return torch_side(obj, label or "PyTorch")
+    import resnet_keras as rk
+
+    if isinstance(obj, rk.ResNet):
+        return keras_side(obj, label)
+    raise TypeError(f"cannot diff a {type(obj).__name__}: pass a resnet_torch / resnet_keras model or a Side")
+
+
+def diff(a: Any, b: Any, *, input_hw: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0,
+         x: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE) -> DiffReport:
+    """Feed A and B the same NCHW input and compare every layer they share, in A's order."""
+    side_a, side_b = as_side(a, "A"), as_side(b, "B")
+    if x is None:
+        x = np.random.default_rng(seed).normal(size=(batch, side_a.spec.in_channels, *input_hw)).astype(np.float32)
+    out_a, out_b = side_a.run(x), side_b.run(x)
+    ops = {op.name: op for op in make_plan(side_a.spec).ops()}
+    rows, first = [], None
+    notes: list[str] = []
+    for name, op in ops.items():
+        if name not in out_b:
+            continue
+        ra, rb = out_a[name], out_b[name]
+        if ra.shape != rb.shape:
+            rows.append(LayerDiff(name, type(op).__name__, float("inf"), float("inf"), True))
+            notes.append(f"note: {name} has shape {ra.shape[1:]} in A but {rb.shape[1:]} in B")
+        else:
+            err = np.abs(ra.astype(np.float64) - rb)
+            scale = float(np.abs(ra).max()) or 1.0
+            rows.append(LayerDiff(name, type(op).__name__, float(err.max()), float(err.max()) / scale,
+                                  bool(err.max() > tolerance * scale)))
+        if rows[-1].diverged and first is None:
+            first = name
+    missing = [n for n in ops if n not in out_b]
+    if missing:
+        notes.append(f"note: {len(missing)} layers of A have no counterpart in B, e.g. {missing[:3]}")
+    final_rel = rows[-1].max_rel if rows else float("nan")
+    causes = likely_causes(side_a, side_b, ops[first], out_a, out_b) if first else []
+    return DiffReport(rows, first, causes, tolerance, final_rel, (side_a.label, side_b.label), notes)
+
+
+def likely_causes(a: Side, b: Side, op: P.Op, out_a: Mapping[str, np.ndarray], out_b: Mapping[str, np.ndarray]
+                  ) -> list[str]:
+    """Known traps that explain a divergence at `op`, from evidence, strongest first."""
+    causes: list[str] = []
+    spec_diff = a.spec.differences(b.spec)
+    for path, trap in (("padding", "padding convention: Keras 'same' pads (0, 1) on even inputs, PyTorch pads "
+                                   "symmetrically (trap 4)"),
+                       ("batchnorm.epsilon", "BatchNorm epsilon differs (PyTorch 1e-5, Keras 1e-3, keras.applications "
+                                             "1.001e-5; trap 6)"),
+                       ("stem.pool_pad_value", "max-pool padding value: -inf (PyTorch) vs zeros (ZeroPadding2D; trap 5)")):
+        if any(d == path or d.startswith(path + ".") for d in spec_diff):
+            causes.append(trap)
+    if "batchnorm.running_stats_decay" in spec_diff:
+        causes.append("BatchNorm momentum convention differs (torch 0.1 == Keras 0.9; trap 7): changes training only")
+    others = [d for d in spec_diff if not d.startswith(("padding", "batchnorm", "stem.pool_pad_value", "name"))]
+    if others:
+        causes.append(f"the two specs differ in {others}")
+    for suffix in ("weight", "running_var", "running_mean", "bias"):
+        key = f"{op.name}.{suffix}"
+        if key in a.weights and key in b.weights:
+            found = _tensor_relation(a.weights[key], b.weights[key], suffix)
+            if found:
+                causes.append(f"{key}: {found}")
+    if isinstance(op, (P.Conv, P.MaxPool)) and not causes:
+        shift = _spatial_shift(out_a[op.name], out_b[op.name])
+        if shift:
+            causes.append(f"{op.name} output of B is A's shifted by {shift} pixel: padding convention (trap 4)")
+    return causes
+
+
+def _tensor_relation(ta: np.ndarray, tb: np.ndarray, suffix: str) -> str | None:
+    """How B's copy of a tensor relates to A's, when it is one of the known porting mistakes."""
+    if ta.shape == tb.shape and np.array_equal(ta, tb):
+        return None
+    if ta.ndim == 4 and tb.shape == ta.shape:
+        o, i, h, w = ta.shape
+        # a naive port reshapes where it should transpose, in either direction (trap 1)
+        for naive in (ta.transpose(2, 3, 1, 0).reshape(ta.shape), ta.reshape(h, w, i, o).transpose(3, 2, 0, 1)):
+            if np.array_equal(tb, naive):
+                return "kernel reshaped instead of transposed between OIHW and HWIO: layout transpose (trap 1)"
+        if i > 1 and np.array_equal(tb, ta[:, ::-1]):
+            return "input channels reversed: RGB vs BGR channel order"
+    if ta.ndim == 2 and tb.shape == ta.shape:
+        for naive in (ta.T.reshape(ta.shape), ta.reshape(ta.shape[::-1]).T):
+            if np.array_equal(tb, naive):
+                return "dense kernel reshaped instead of transposed: layout transpose (trap 2)"
+    if suffix == "running_var" and ta.shape == tb.shape:
+        ratio = tb / np.where(ta == 0, np.nan, ta)
+        r = np.nanmedian(ratio)
+        if np.nanmax(np.abs(ratio - r)) < 1e-5 * abs(r) and r > 1:
+            n = r / (r - 1)  # unbiased = biased * n / (n - 1)
+            return f"running_var scaled by {r:.6g} = n/(n-1) with n = {n:.4g}: biased vs unbiased variance (trap 8)"
+    if ta.shape != tb.shape:
+        return f"shape {ta.shape} in A, {tb.shape} in B"
+    return f"differs (max |A-B| {float(np.abs(ta - tb).max()):.3g})"
+
+
+def _spatial_shift(ya: np.ndarray, yb: np.ndarray) -> int | None:
+    """1 if B equals A shifted by one pixel in H or W (the signature of asymmetric padding)."""
+    if ya.ndim != 4 or ya.shape != yb.shape or min(ya.shape[2:]) < 3:
+        return None
+    base = np.abs(ya - yb).mean()
+    for axis in (2, 3):
+        for s in (1, -1):
+            shifted = np.roll(ya, s, axis=axis)
+            inner = [slice(None)] * 4
+            inner[axis] = slice(1, -1)
+            if np.abs(shifted[tuple(inner)] - yb[tuple(inner)]).mean() < 0.1 * base:
+                return 1
+    return None
+
+
+def plot(report: DiffReport, path: str | os.PathLike[str]) -> Path:
+    """PNG of the per-layer relative error, log scale, with the tolerance and first divergence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shared_specs.checkpoint import atomic_write
+
+    rel = [max(r.max_rel, 1e-12) if np.isfinite(r.max_rel) else 1e3 for r in report.rows]
+    fig, ax = plt.subplots(figsize=(max(8, len(rel) * 0.04), 4.5))
+    ax.semilogy(range(len(rel)), rel, marker=".", lw=0.8, label="max |A-B| / max |A| per layer")
+    ax.axhline(report.tolerance, color="tab:red", ls="--", lw=1, label=f"tolerance {report.tolerance:g}")
+    if report.first_divergence:
+        i = [r.name for r in report.rows].index(report.first_divergence)
+        ax.axvline(i, color="tab:orange", lw=1, label=f"first divergence: {report.first_divergence}")
+    ax.set_xlabel("layer (execution order)")
+    ax.set_ylabel("relative error")
+    ax.set_title(f"{report.labels[0]}  vs  {report.labels[1]}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    target = Path(path)
+    atomic_write(target, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return target

@@ -1,0 +1,94 @@
+"""resnet-rosetta diff: per-layer agreement, the first divergence, and the cause it names."""
+
+import numpy as np
+import pytest
+from support import random_weights
+
+import resnet_keras as rk
+import resnet_torch as rt
+from resnet_rosetta.cli import main
+from resnet_rosetta.diff import diff, plot
+from shared_specs import get_spec, make_plan
+
+pytestmark = pytest.mark.keras_backend
+
+
+def models(name="resnet18", seed=0, **keras_overrides):
+    spec = get_spec(name)
+    weights = random_weights(spec, seed=seed)
+    torch_model = rt.build(spec)
+    rt.import_weights(torch_model, weights)
+    keras_model = rk.build(spec.replace(**keras_overrides))
+    rk.import_weights(keras_model, weights)
+    return torch_model, keras_model, weights
+
+
+def test_a_faithful_port_agrees_at_every_layer():
+    torch_model, keras_model, _ = models()
+    report = diff(torch_model, keras_model, input_hw=(48, 40))
+    assert report.first_divergence is None and report.causes == []
+    assert [r.name for r in report.rows] == [op.name for op in make_plan(torch_model.spec).ops()]
+    assert max(r.max_rel for r in report.rows) < 1e-4  # the float32 parity bound
+
+
+def test_keras_same_padding_is_caught_at_the_stem_conv():
+    torch_model, keras_model, _ = models(padding="same")
+    report = diff(torch_model, keras_model, input_hw=(64, 64))  # even size: 'same' pads (2, 3), torch (3, 3)
+    assert report.first_divergence == "conv1"
+    assert any("padding convention" in c and "trap 4" in c for c in report.causes)
+    assert report.output_max_rel > 1e-2
+
+
+def test_keras_default_epsilon_is_caught_at_the_first_batchnorm():
+    torch_model, keras_model, _ = models(batchnorm={"epsilon": 1e-3})
+    report = diff(torch_model, keras_model)
+    assert report.first_divergence == "bn1"
+    assert any("epsilon" in c and "trap 6" in c for c in report.causes)
+
+
+def test_a_reshaped_kernel_is_recognised_as_a_layout_transpose():
+    torch_model, keras_model, weights = models()
+    naive = dict(weights)
+    w = weights["layer2.0.conv2.weight"]  # (128, 128, 3, 3)
+    naive["layer2.0.conv2.weight"] = w.reshape(3, 3, 128, 128).transpose(3, 2, 0, 1)  # HWIO reshape, then "ported"
+    rk.import_weights(keras_model, naive)
+    report = diff(torch_model, keras_model)
+    assert report.first_divergence == "layer2.0.conv2"
+    assert report.causes == ["layer2.0.conv2.weight: kernel reshaped instead of transposed between OIHW and HWIO: "
+                             "layout transpose (trap 1)"]
+
+
+def test_biased_running_variance_is_recognised():
+    torch_model, keras_model, weights = models("cifar_resnet20")
+    changed = dict(weights)
+    changed["layer1.1.bn2.running_var"] = weights["layer1.1.bn2.running_var"] * (128 / 127)
+    rk.import_weights(keras_model, changed)
+    report = diff(torch_model, keras_model, input_hw=(32, 32))
+    assert report.first_divergence == "layer1.1.bn2"
+    assert "n = 128" in report.causes[0] and "trap 8" in report.causes[0]
+
+
+def test_report_is_data_and_plots_to_png(tmp_path):
+    torch_model, keras_model, _ = models(batchnorm={"epsilon": 1e-3})
+    report = diff(torch_model, keras_model)
+    first = next(r for r in report.rows if r.diverged)
+    assert first.name == "bn1" and first.kind == "BatchNorm" and first.max_rel > 1e-4
+    png = plot(report, tmp_path / "err.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_diff_of_two_files(tmp_path, capsys):
+    torch_model, _, weights = models("cifar_resnet20")
+    a = tmp_path / "a.safetensors"
+    rt.save_weights(torch_model, a)
+    b = tmp_path / "b.keras"
+    bad = rk.build(torch_model.spec.replace(batchnorm={"epsilon": 1e-3}))
+    rk.import_weights(bad, weights)
+    bad.save(b)
+    code = main(["diff", str(a), str(a), "--input-size", "32"])
+    out = capsys.readouterr().out
+    assert code == 0 and "all 63 layers agree within 0.0001" in out
+    code = main(["diff", str(a), str(b), "--input-size", "32", "--plot", str(tmp_path / "p.png")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "first divergence beyond 0.0001: bn1" in out and "epsilon" in out and (tmp_path / "p.png").exists()
