@@ -149,7 +149,7 @@ def as_side(obj: Any, label: str | None = None) -> Side:
 def diff(a: Any, b: Any, *, input_hw: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0,
          x: np.ndarray | None = None, tolerance: float = DEFAULT_TOLERANCE) -> DiffReport:
     """Feed A and B the same NCHW input and compare every layer they share, in A's order."""
-    side_a, side_b = as_side(a, "A"), as_side(b, "B")
+    side_a, side_b = as_side(a), as_side(b)
     if x is None:
         x = np.random.default_rng(seed).normal(size=(batch, side_a.spec.in_channels, *input_hw)).astype(np.float32)
     out_a, out_b = side_a.run(x), side_b.run(x)
