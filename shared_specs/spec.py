@@ -116,9 +116,9 @@ class BatchNormSpec:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResNetSpec:
-    """A whole ResNet; see docs/spec.md for each field's meaning and source.
+    """A whole ResNet; fields are keyword-only; docs/spec.md explains each with its source.
 
     - `block`: "basic" (two 3x3) or "bottleneck" (1x1, 3x3, 1x1, expansion 4).
     - `preactivation`: False for post-activation v1 (He et al. 2015), True for the
@@ -141,16 +141,16 @@ class ResNetSpec:
       feature map (like keras.applications `include_top=False`).
     """
 
-    stages: tuple[StageSpec, ...]
-    block: BlockType = "bottleneck"
     name: str = "resnet"
+    block: BlockType = "bottleneck"
     preactivation: bool = False
+    stages: tuple[StageSpec, ...]
     bottleneck_stride: Literal["1x1", "3x3"] = "3x3"
     stride_position: Literal["first", "last"] = "first"
     shortcut: ShortcutType = "B"
-    stem: StemSpec = field(default_factory=StemSpec)
     groups: int = 1
     width_per_group: int = 64
+    stem: StemSpec = field(default_factory=StemSpec)
     conv_bias: Literal["none", "all", "unnormalized"] = "none"
     padding: Literal["symmetric", "same"] = "symmetric"
     batchnorm: BatchNormSpec = field(default_factory=BatchNormSpec)
