@@ -46,7 +46,7 @@ def measure_parity(spec: ResNetSpec, weights: Mapping[str, np.ndarray], input_hw
     return Parity(float(diff.max()), float(diff.max()) / max(scale, 1e-30), scale, same,
                   keras.backend.backend(), x.shape)
 
-    
+
 def describe(p: Parity) -> str:
     argmax = f", same top-1 on {p.same_argmax:.0%}" if p.same_argmax is not None else ""
     return (f"torch vs keras ({p.backend} backend) on a random {tuple(p.input_shape)} batch: "

@@ -74,3 +74,18 @@ def test_resnet_keras_works_without_torch(backend):
     )
     assert result.returncode == 0, result.stderr
     assert "(1, 1000)" in result.stdout
+
+
+def test_one_process_with_both_frameworks_survives_torch_optimizers():
+    """Trap 21: TensorFlow loaded before triton segfaults the first torch optimizer.
+    import_frameworks() orders the imports so that the same steps run cleanly."""
+    code = """
+        from resnet_rosetta.frameworks import import_frameworks
+        torch, keras = import_frameworks("tensorflow")
+        import tensorflow
+        opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+        print("survived", keras.backend.backend())
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.strip() == "survived tensorflow"
