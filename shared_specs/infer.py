@@ -76,29 +76,33 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     first-listed wins: C over B when every block projects, "none" over
     "unnormalized" when every conv is followed by BatchNorm.
 
-    Not in the weights, so taken from conventions, each overridable by a hint:
+    Not in the weights, so taken from conventions, each overridable by a hint. For each
+    group of fields the first row that matches applies:
 
-    ========================================  ================================================
-    weights show                              convention (whose)
-    ========================================  ================================================
-    one 3x3 stem conv and 3 stages            stem stride 1, no max-pool; stage strides
-                                              1, 2, 2 (He et al. 2015's CIFAR nets)
-    any other stem                            stem stride 2, pad k // 2, max-pool 3/2/1
-                                              padded with -inf; stage strides 1, 2, 2, ...
-                                              in each stage's first block (torchvision)
-    deep stem, or the avg-pool shortcut       zero_init_last_bn=True (timm's default)
-    post_bn (pre-activation)                  stride in each stage's LAST block, strides
-                                              2, ..., 2, 1 (for an ImageNet stem); BN
-                                              epsilon 1.001e-5, decay 0.99; max-pool pads
-                                              zeros (keras.applications ResNetV2)
-    a bias on every conv, post-activation     bottleneck stride on the first 1x1; BN
-                                              epsilon 1.001e-5, decay 0.99; max-pool pads
-                                              zeros (keras.applications ResNet, the only
-                                              published biased v1 layout)
-    otherwise                                 bottleneck stride on the 3x3 ("v1.5"); BN
-                                              epsilon 1e-5, decay 0.9 (torchvision)
-    always                                    padding "symmetric", head_activation "none"
-    ========================================  ================================================
+    =========================================  ============================================
+    weights show                               convention (whose)
+    =========================================  ============================================
+    *stem stride and pool, stage strides*
+    a single 3x3 stem conv and 3 stages        stem stride 1, no max-pool; strides 1, 2, 2
+                                               (He et al. 2015's CIFAR nets)
+    post_bn (pre-activation)                   stem stride 2, max-pool 3/2/1; strides 2,
+                                               ..., 2, 1 in each stage's LAST block
+                                               (keras.applications ResNetV2)
+    anything else (7x7, deep stem, ...)        stem stride 2, pad k // 2, max-pool 3/2/1;
+                                               strides 1, 2, 2, ... in each stage's first
+                                               block (torchvision; timm alike)
+    *numerics, outside the CIFAR row*
+    post_bn (pre-activation)                   BN epsilon 1.001e-5, decay 0.99; max-pool
+                                               pads zeros (keras.applications ResNetV2)
+    a bias on every conv, post-activation      the same, and the bottleneck stride on the
+                                               first 1x1 (keras.applications ResNet: the
+                                               one published biased v1 layout)
+    anything else                              BN epsilon 1e-5, decay 0.9; max-pool pads
+                                               -inf; stride on the 3x3 (torchvision v1.5)
+    *initialisation*
+    deep stem, or the avg-pool shortcut        zero_init_last_bn=True (timm's default)
+    *always*                                   padding "symmetric", head_activation "none"
+    =========================================  ============================================
 
     The shortcut type is read under the stage strides in force, so a network strided
     elsewhere needs its strides as a hint. Hints are ResNetSpec fields; `stem` and
@@ -293,8 +297,8 @@ def _conventions(f: _Facts) -> dict[str, Any]:
     """A plain spec dict: the facts, plus the documented conventions for the rest."""
     n = len(f.stages)
     cifar = len(f.stem_widths) == 1 and f.stem_kernel == 3 and n == 3
-    keras_v1 = not f.preactivation and _every_conv_biased(f)
-    keras = f.preactivation or keras_v1
+    keras_v1 = not cifar and not f.preactivation and _every_conv_biased(f)
+    keras = keras_v1 or (f.preactivation and not cifar)
     timm = len(f.stem_widths) > 1 or any(b.shortcut == "avg" for s in f.stages for b in s)
     if cifar:
         stem, strides = dict(_CIFAR_STEM), [1] + [2] * (n - 1)
@@ -325,7 +329,7 @@ def _conventions(f: _Facts) -> dict[str, Any]:
         "groups": first.groups,
         "width_per_group": width_per_group,
         "padding": "symmetric",
-        "batchnorm": dict(_KERAS_BN if keras and not cifar else _TORCH_BN),
+        "batchnorm": dict(_KERAS_BN if keras else _TORCH_BN),
         "zero_init_last_bn": timm and not f.preactivation,
         "in_channels": f.in_channels,
         "num_classes": f.num_classes,
