@@ -109,7 +109,8 @@ def _torchvision_problems(spec: ResNetSpec) -> list[str]:
     """
     template = ResNetSpec(
         name=spec.name,
-        stages=tuple(StageSpec(s.depth, w, st) for s, w, st in zip(spec.stages, _TORCHVISION_WIDTHS, _FOUR_STAGE_STRIDES)),
+        stages=tuple(StageSpec(s.depth, w, st)
+                     for s, w, st in zip(spec.stages, _TORCHVISION_WIDTHS, _FOUR_STAGE_STRIDES)),
         block=spec.block,
         groups=spec.groups,
         width_per_group=spec.width_per_group,
@@ -241,12 +242,14 @@ def _timm_spec(model: nn.Module, tm: Any) -> ResNetSpec:
     if isinstance(model.fc, nn.Linear):
         num_classes: int | None = model.fc.out_features
         if model.global_pool.pool_type != "avg":
-            raise SpecError(f"the timm model's global_pool is {model.global_pool.pool_type!r}; the spec's head is 'avg'")
+            raise SpecError(f"the timm model's global_pool is {model.global_pool.pool_type!r}; "
+                            "the spec's head is 'avg'")
     elif model.global_pool.pool_type == "" and isinstance(model.fc, nn.Identity):
         num_classes = None  # num_classes=0, global_pool='': the last feature map, as the spec's None
     else:
         raise SpecError(f"the timm model's head (global_pool={model.global_pool.pool_type!r}, fc="
-                        f"{type(model.fc).__name__}) is neither avg-pool + Linear nor absent (num_classes=0, global_pool='')")
+                        f"{type(model.fc).__name__}) is neither avg-pool + Linear nor absent "
+                        "(num_classes=0, global_pool='')")
     groups = first.conv2.groups if bottleneck else 1
     spec = ResNetSpec(
         stages=stages,
@@ -324,9 +327,11 @@ def _stem_from(conv: nn.Conv2d, pool: nn.Module, widths: tuple[int, ...] | None 
         fields["pool"] = "none"
     elif isinstance(pool, nn.MaxPool2d):
         size, padding = _square(pool.kernel_size), _int_padding(pool.padding, "maxpool")
-        fields.update(pool_size=size, pool_stride=_square(pool.stride), pool_padding=None if padding == size // 2 else padding)
+        fields.update(pool_size=size, pool_stride=_square(pool.stride),
+                      pool_padding=None if padding == size // 2 else padding)
     else:
-        raise SpecError(f"maxpool is a {type(pool).__name__}; the spec's stem pool is nn.MaxPool2d or none (nn.Identity)")
+        raise SpecError(f"maxpool is a {type(pool).__name__}; the spec's stem pool is nn.MaxPool2d "
+                        "or none (nn.Identity)")
     return StemSpec(**fields)
 
 
@@ -344,7 +349,8 @@ def _bn_spec(bn: nn.Module) -> BatchNormSpec:
     if not isinstance(bn, nn.BatchNorm2d):
         raise SpecError(f"bn1 is a {type(bn).__name__}; the spec's norm is nn.BatchNorm2d")
     if bn.momentum is None:
-        raise SpecError("bn1 has momentum=None (a cumulative average), which the spec's running_stats_decay cannot express")
+        raise SpecError("bn1 has momentum=None (a cumulative average), which the spec's running_stats_decay "
+                        "cannot express")
     return BatchNormSpec(epsilon=bn.eps, running_stats_decay=round(1.0 - bn.momentum, 12))
 
 

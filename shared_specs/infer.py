@@ -117,7 +117,7 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     shapes = _shapes(weights)
     facts = _read_facts(shapes)
     data = _conventions(facts)
-    _apply_hints(data, hints, facts)
+    _apply_hints(data, hints)
     if "shortcut" not in hints:
         data["shortcut"] = _infer_shortcut(facts, data)
     if "conv_bias" not in hints:
@@ -161,7 +161,8 @@ def _conv(shapes: dict[str, Shape], layer: str, why: str) -> Shape:
         raise SpecError(f"{name} is missing: {why}")
     shape = shapes[name]
     if len(shape) != 4 or shape[2] != shape[3]:
-        raise SpecError(f"{name} has shape {shape}: a conv kernel (out, in/groups, k, k) with a square k x k was expected")
+        raise SpecError(f"{name} has shape {shape}: a conv kernel (out, in/groups, k, k) with a square k x k "
+                        "was expected")
     return shape
 
 
@@ -212,7 +213,8 @@ def _read_stem(shapes: dict[str, Shape]) -> tuple[tuple[int, ...], int, int]:
             raise SpecError(f"conv1.{3 * i}.weight is {k}x{k} but conv1.0.weight is {kernel}x{kernel}: "
                             "a deep stem's convs share one kernel size")
         elif ci != widths[-1]:
-            raise SpecError(f"conv1.{3 * i}.weight takes {ci} input channels but conv1.{3 * i - 3} outputs {widths[-1]}")
+            raise SpecError(f"conv1.{3 * i}.weight takes {ci} input channels but conv1.{3 * i - 3} "
+                            f"outputs {widths[-1]}")
         widths.append(out)
         i += 1
     # timm's deep stem is nn.Sequential(conv, bn, act, conv, bn, act, conv): only 3i and 3i+1 hold tensors
@@ -277,7 +279,8 @@ def _read_block(shapes: dict[str, Shape], n: str, bottleneck: bool) -> _Block:
         groups = 1
     for k, name, shape in expected:
         if shape[2] != k:
-            raise SpecError(f"{name}.weight is {shape[2]}x{shape[2]}; a {kind} block's {name.rsplit('.', 1)[1]} is {k}x{k}")
+            conv = name.rsplit(".", 1)[1]
+            raise SpecError(f"{name}.weight is {shape[2]}x{shape[2]}; a {kind} block's {conv} is {k}x{k}")
     if bottleneck and out % 4:
         raise SpecError(f"{n}.conv3.weight outputs {out} channels, not 4 x the stage width (bottleneck expansion 4)")
     d0, d1 = shapes.get(f"{n}.downsample.0.weight"), shapes.get(f"{n}.downsample.1.weight")
@@ -351,7 +354,7 @@ def _every_conv_biased(f: _Facts) -> bool:
     return len(f.biased_convs) == convs
 
 
-def _apply_hints(data: dict[str, Any], hints: dict[str, Any], f: _Facts) -> None:
+def _apply_hints(data: dict[str, Any], hints: dict[str, Any]) -> None:
     known = set(ResNetSpec.__dataclass_fields__)
     unknown = sorted(set(hints) - known)
     if unknown:
@@ -363,7 +366,8 @@ def _apply_hints(data: dict[str, Any], hints: dict[str, Any], f: _Facts) -> None
             if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(data["stages"]):
                 raise SpecError(f"hint stages must list one entry per stage: the weights have {len(data['stages'])} "
                                 f"(layer1 ... layer{len(data['stages'])})")
-            merged = [{**inferred, **_plain(v, f"stages[{i}]")} for i, (inferred, v) in enumerate(zip(data["stages"], value))]
+            merged = [{**inferred, **_plain(v, f"stages[{i}]")}
+                      for i, (inferred, v) in enumerate(zip(data["stages"], value))]
             for i, (old, new) in enumerate(zip(data["stages"], merged), start=1):
                 for field in ("depth", "width"):
                     if new[field] != old[field]:
@@ -380,7 +384,8 @@ def _plain(value: Any, where: str) -> dict[str, Any]:
     try:
         plain = asdict(value)
     except TypeError:
-        raise SpecError(f"hint {where} must be a dict of its fields or its spec object, got {type(value).__name__}") from None
+        raise SpecError(f"hint {where} must be a dict of its fields or its spec object, "
+                        f"got {type(value).__name__}") from None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
 
@@ -403,8 +408,8 @@ def _infer_shortcut(f: _Facts, data: dict[str, Any]) -> str:
                f"{data['stride_position']} block (pass the real ones as hints, e.g. stages=[{{'stride': 1}}, ...])")
     if avg:
         if proj:
-            raise SpecError(f"{min(proj)}.downsample.0.weight is a projection shortcut but {min(avg)}.downsample.1.weight "
-                            "timm's avg-pool shortcut: one network uses one kind")
+            raise SpecError(f"{min(proj)}.downsample.0.weight is a projection shortcut but "
+                            f"{min(avg)}.downsample.1.weight timm's avg-pool shortcut: one network uses one kind")
         if avg != reshape:
             return _shortcut_mismatch(avg, reshape, "downsample.1", assumed)
         return "D"

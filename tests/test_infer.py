@@ -90,8 +90,8 @@ def test_variants_outside_the_registry() -> None:
     # recover the torchvision variant
     biased = get_spec("resnet50", conv_bias="all")
     assert infer_spec(shapes_only(biased)) == get_spec("resnet50_v1")
-    torch_like = infer_spec(shapes_only(biased), bottleneck_stride="3x3", batchnorm={"epsilon": 1e-5, "running_stats_decay": 0.9},
-                            stem={"pool_pad_value": "-inf"})
+    torch_like = infer_spec(shapes_only(biased), bottleneck_stride="3x3", stem={"pool_pad_value": "-inf"},
+                            batchnorm={"epsilon": 1e-5, "running_stats_decay": 0.9})
     assert torch_like.replace(name=biased.name) == biased
 
 
@@ -138,7 +138,8 @@ def mutated(name: str, drop: tuple[str, ...] = (), **extra: tuple[int, ...]) -> 
         (mutated("resnet18", **{"layer2.1.conv3.weight": (128, 128, 1, 1)}),
          "layer2.1.conv3.weight is present but layer1.0 is a basic block"),
         (mutated("resnet18", **{"fc.weight": (10, 256)}), "fc.weight has shape (10, 256)"),
-        (mutated("resnet18", **{"layer1.0.bn1.weight": (32,)}), "layer1.0.bn1.weight has shape (32,), the network needs (64,)"),
+        (mutated("resnet18", **{"layer1.0.bn1.weight": (32,)}),
+         "layer1.0.bn1.weight has shape (32,), the network needs (64,)"),
         (mutated("resnet18", drop=("layer3.0.downsample.",)),
          "layer3.0 changes shape under the stage strides [1, 2, 2, 2] in each stage's first block"),
         (mutated("resnet18", **{"layer1.1.downsample.0.weight": (64, 64, 1, 1)}),
