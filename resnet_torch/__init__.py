@@ -1,6 +1,19 @@
 """PyTorch builder and canonical weight I/O for resnet-rosetta specs (never imports Keras)."""
 
 from resnet_torch.build import ResNet, build
+from resnet_torch.ecosystem import from_timm, from_torchvision, to_timm, to_torchvision
 from resnet_torch.weights import export_weights, import_weights, load_model, load_weights, save_weights
 
-__all__ = ["ResNet", "build", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]
+__all__ = [
+    "ResNet",
+    "build",
+    "export_weights",
+    "from_timm",
+    "from_torchvision",
+    "import_weights",
+    "load_model",
+    "load_weights",
+    "save_weights",
+    "to_timm",
+    "to_torchvision",
+]

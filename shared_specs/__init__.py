@@ -4,8 +4,9 @@ from shared_specs.canonical import canonical_shapes, check_weights
 from shared_specs.checkpoint import FORMAT_VERSION, read_checkpoint, write_checkpoint
 from shared_specs.counting import LayerRow, ParamCount, count_flops, count_params, layer_table, output_shape
 from shared_specs.errors import CheckpointError, SpecError, WeightsError
+from shared_specs.infer import infer_spec
 from shared_specs.plan import Plan, make_plan
-from shared_specs.presets import get_spec, list_presets, preset_doc, register, resolve_spec
+from shared_specs.presets import find_preset, get_spec, list_presets, preset_doc, register, resolve_spec
 from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
 
 __all__ = [
@@ -24,7 +25,9 @@ __all__ = [
     "check_weights",
     "count_flops",
     "count_params",
+    "find_preset",
     "get_spec",
+    "infer_spec",
     "layer_table",
     "list_presets",
     "make_plan",

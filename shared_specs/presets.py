@@ -32,7 +32,7 @@ def register(name: str) -> Callable[[Callable[[], ResNetSpec]], Callable[[], Res
 
 def list_presets(pattern: str = "*") -> list[str]:
     """Preset names matching a shell-style pattern, e.g. `list_presets("resnet5*")`, in
-    registration order (torchvision, keras.applications, CIFAR, tutorials; shallow to deep)."""
+    registration order (torchvision, keras.applications, CIFAR, tutorials, timm; shallow to deep)."""
     return [n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)]
 
 
@@ -46,6 +46,14 @@ def get_spec(name: str, **overrides: Any) -> ResNetSpec:
     """The preset's spec, with fields replaced by `overrides` (validated, strict)."""
     spec = _lookup(name)()
     return spec.replace(**overrides) if overrides else spec
+
+
+def find_preset(spec: ResNetSpec) -> str | None:
+    """The name of the registered preset equal to `spec` in every field but `name`, if any."""
+    for name, factory in _REGISTRY.items():
+        if spec.replace(name=name) == factory():
+            return name
+    return None
 
 
 def resolve_spec(spec_or_name: ResNetSpec | str, **overrides: Any) -> ResNetSpec:
@@ -307,3 +315,47 @@ def tutorial_keras_resnet18() -> ResNetSpec:
         batchnorm=BatchNormSpec(epsilon=1e-3, running_stats_decay=0.99),
         head_activation="softmax",
     )
+
+
+# -- timm (timm/models/resnet.py, the "d" variants of Bag of Tricks, He et al. 2019) ---
+
+# timm's stem_type="deep" with stem_width=32: three 3x3 convs 32, 32, 64 (the first
+# strided), BN + ReLU between them and after the last, then torchvision's max-pool.
+_TIMM_DEEP_STEM = StemSpec(widths=(32, 32, 64), kernel_size=3)
+
+
+def _timm_d(name: str, block: str, depths: tuple[int, ...]) -> ResNetSpec:
+    return ResNetSpec(
+        name=name,
+        block=block,  # type: ignore[arg-type]
+        stages=_stages(depths, _IMAGENET_WIDTHS, (1, 2, 2, 2)),
+        # avg_down=True: AvgPool2d(2, s, ceil_mode=True, count_include_pad=False) at
+        # downsample.0 (an Identity where s == 1), then 1x1 conv + BN at downsample.1/.2
+        shortcut="D",
+        stem=_TIMM_DEEP_STEM,
+        zero_init_last_bn=True,  # timm's ResNet(zero_init_last=True) default
+    )
+
+
+@register("resnet18d")
+def resnet18d() -> ResNetSpec:
+    """timm resnet18d (deep 3x3 stem 32/32/64, avg-pool shortcut D, basic blocks [2, 2, 2, 2])."""
+    return _timm_d("resnet18d", "basic", (2, 2, 2, 2))
+
+
+@register("resnet34d")
+def resnet34d() -> ResNetSpec:
+    """timm resnet34d (deep 3x3 stem 32/32/64, avg-pool shortcut D, basic blocks [3, 4, 6, 3])."""
+    return _timm_d("resnet34d", "basic", (3, 4, 6, 3))
+
+
+@register("resnet50d")
+def resnet50d() -> ResNetSpec:
+    """timm resnet50d (deep 3x3 stem 32/32/64, avg-pool shortcut D, bottlenecks [3, 4, 6, 3])."""
+    return _timm_d("resnet50d", "bottleneck", (3, 4, 6, 3))
+
+
+@register("resnet101d")
+def resnet101d() -> ResNetSpec:
+    """timm resnet101d (deep 3x3 stem 32/32/64, avg-pool shortcut D, bottlenecks [3, 4, 23, 3])."""
+    return _timm_d("resnet101d", "bottleneck", (3, 4, 23, 3))
