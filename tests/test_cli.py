@@ -26,7 +26,7 @@ def test_console_script_is_installed_and_lists_presets():
     assert result.returncode == 0, result.stderr
     rows = [line.split()[:3] for line in result.stdout.splitlines()[2:]]
     assert rows == [["resnet50", "25,557,032", "4.09"], ["resnet50_v1", "25,583,592", "3.86"],
-                    ["resnet50_v2", "25,568,360", "3.48"]]
+                    ["resnet50_v2", "25,568,360", "3.48"], ["resnet50d", "25,576,264", "4.33"]]
 
 
 def test_show_prints_one_row_per_layer_with_both_frameworks(capsys):

@@ -20,5 +20,5 @@ def test_readme_python_examples_run_and_print_what_they_claim():
     assert float(lines[0]) < 1e-4  # torch vs keras relative difference of the quick start
     assert lines[1] == "ParamCount(trainable=25557032, buffers=53120)"
     assert lines[2].startswith("4.089")
-    assert lines[3] == "['resnet50', 'resnet50_v1', 'resnet50_v2']"
+    assert lines[3] == "['resnet50', 'resnet50_v1', 'resnet50_v2', 'resnet50d']"
     assert lines[4].startswith("LayerRow(name='conv1', kind='Conv', output_shape=(64, 112, 112)")

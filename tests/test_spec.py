@@ -40,7 +40,7 @@ def test_preset_json_round_trip_is_lossless(name):
 
 
 def test_list_presets_filters_with_shell_patterns():
-    assert list_presets("resnet5*") == ["resnet50", "resnet50_v1", "resnet50_v2"]
+    assert list_presets("resnet5*") == ["resnet50", "resnet50_v1", "resnet50_v2", "resnet50d"]
     assert list_presets("nothing*") == []
 
 
