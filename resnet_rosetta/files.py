@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from shared_specs import CheckpointError, ResNetSpec, write_checkpoint
+from shared_specs import CheckpointError, ResNetSpec, SpecError, infer_spec, write_checkpoint
 from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
 
 FORMATS = ("safetensors", "torch", "keras", "keras-weights")
@@ -65,16 +65,18 @@ def format_for_output(path: str | os.PathLike[str]) -> str:
 def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
     """(spec, canonical weights) of any supported file.
 
-    `spec` is needed for files that carry none (a .pth state_dict, a plain
-    safetensors file, a .weights.h5); a file's own spec wins over it only if equal.
+    Files that carry no spec (a .pth state_dict, a plain safetensors file) get it from
+    `spec`, else from `shared_specs.infer_spec` on their tensor names and shapes; a
+    .weights.h5 needs `spec`. A file's own spec must equal a given one.
     """
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "safetensors":
         stored, weights, _ = read_checkpoint(path)
-        return _pick_spec(path, stored, spec), weights
+        return _pick_spec(path, stored, spec, weights), weights
     if fmt == "torch":
-        return _need_spec(path, spec), _read_torch(path)
+        weights = _read_torch(path)
+        return _pick_spec(path, None, spec, weights), weights
     torch, keras = import_frameworks()
     import resnet_keras as rk
 
@@ -140,7 +142,13 @@ def _need_spec(path: Path, spec: ResNetSpec | None) -> ResNetSpec:
     return spec
 
 
-def _pick_spec(path: Path, stored: ResNetSpec | None, given: ResNetSpec | None) -> ResNetSpec:
+def _pick_spec(path: Path, stored: ResNetSpec | None, given: ResNetSpec | None,
+               weights: Mapping[str, np.ndarray] | None = None) -> ResNetSpec:
+    if stored is None and given is None and weights is not None:
+        try:
+            return infer_spec(weights)
+        except SpecError as err:
+            raise CheckpointError(f"{path}: not a ResNet checkpoint this tool can read: {err}") from None
     if stored is None:
         return _need_spec(path, given)
     if given is not None and (diff := stored.differences(given)):

@@ -69,14 +69,27 @@ def test_port_moves_a_model_through_every_format_and_checks_parity(capsys, tmp_p
     assert all(np.array_equal(final[k], weights[k]) for k in weights)  # lossless through every format
 
 
-def test_port_without_a_spec_asks_for_a_preset_and_writes_nothing(capsys, tmp_path):
+def test_port_infers_the_spec_of_a_bare_state_dict(capsys, tmp_path):
     import torch
+    import torchvision
 
     pth = tmp_path / "sd.pth"
-    torch.save(rt.build("resnet18").state_dict(), pth)
+    torch.save(torchvision.models.resnext50_32x4d(weights=None).state_dict(), pth)
+    out_path = tmp_path / "out.safetensors"
+    code, out, err = run(capsys, "port", str(pth), str(out_path), "--no-check")
+    assert code == 0, err
+    spec, _, _ = read_checkpoint(out_path)
+    assert spec.replace(name="resnext50_32x4d") == get_spec("resnext50_32x4d")
+
+
+def test_port_of_a_non_resnet_checkpoint_says_why_and_writes_nothing(capsys, tmp_path):
+    import torch
+
+    pth = tmp_path / "mlp.pth"
+    torch.save({"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(4)}, pth)
     out_path = tmp_path / "out.safetensors"
     code, _, err = run(capsys, "port", str(pth), str(out_path))
-    assert code == 2 and "carries no spec; name the architecture with --preset" in err
+    assert code == 2 and f"{pth}: not a ResNet checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not out_path.exists()
 
 
