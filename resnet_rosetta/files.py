@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from shared_specs import CheckpointError, ResNetSpec, SpecError, infer_spec, write_checkpoint
+from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, infer_spec, write_checkpoint
 from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
 
 FORMATS = ("safetensors", "torch", "keras", "keras-weights")
@@ -63,13 +63,17 @@ def format_for_output(path: str | os.PathLike[str]) -> str:
 
 
 def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
-    """(spec, canonical weights) of any supported file.
+    """(spec, canonical weights) of any supported file, the weights checked against the spec
+    (shapes, float dtypes, finite values): see `_read_unchecked` for where the spec comes from."""
+    found, weights = _read_unchecked(Path(path), spec)
+    return found, check_weights(found, weights, source=str(path))
 
-    Files that carry no spec (a .pth state_dict, a plain safetensors file) get it from
+
+def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
+    """Files that carry no spec (a .pth state_dict, a plain safetensors file) get it from
     `spec`, else from `shared_specs.infer_spec` on their tensor names and shapes; a
     .weights.h5 needs `spec`. A file's own spec must equal a given one.
     """
-    path = Path(path)
     fmt = detect_format(path)
     if fmt == "safetensors":
         stored, weights, _ = read_checkpoint(path)
