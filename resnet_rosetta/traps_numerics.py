@@ -16,9 +16,10 @@ import numpy as np
 from resnet_rosetta.frameworks import import_frameworks
 from resnet_rosetta.layer_outputs import first_divergence, relative_difference
 from resnet_rosetta.measured import Measured, anchor, g, setting
+from shared_specs import ResNetSpec
 
 
-def float32_accuracy(preset: str = "resnet50", hw: int = 64) -> Measured:
+def float32_accuracy(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
     torch, _ = import_frameworks()
     a = anchor(preset, hw)
     exact = a.outputs(a.torch_model(dtype=torch.float64), a.x.astype(np.float64))
@@ -37,7 +38,7 @@ def float32_accuracy(preset: str = "resnet50", hw: int = 64) -> Measured:
     )
 
 
-def float64(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def float64(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     torch, keras = import_frameworks()
     a = anchor(preset, hw)
     x = a.x.astype(np.float64)
@@ -58,7 +59,7 @@ def float64(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
     )
 
 
-def shared_memory(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def shared_memory(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     torch, keras = import_frameworks()
     import resnet_keras as rk
     import resnet_torch as rt

@@ -13,7 +13,7 @@ from resnet_rosetta.frameworks import import_frameworks
 from resnet_rosetta.layer_outputs import relative_difference
 from resnet_rosetta.measured import Anchor, Measured, PortComparison, anchor, compare, describe_port, g, setting
 from resnet_rosetta.naive import Framework, flatten_dense_kernel, naive_port
-from shared_specs import count_flops, count_params, make_plan, output_shape
+from shared_specs import ResNetSpec, count_flops, count_params, get_spec, make_plan, output_shape
 from shared_specs import plan as P
 
 
@@ -31,7 +31,7 @@ def _port_values(prefix: str, c: PortComparison) -> dict[str, object]:
     return {f"{prefix}_rel": c.rel, f"{prefix}_max_abs": c.max_abs, f"{prefix}_bite": c.bite[0] if c.bite else None}
 
 
-def conv_layout(preset: str = "resnet50", hw: int = 64) -> Measured:
+def conv_layout(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
     a = anchor(preset, hw)
     good, reshaped = _ports(a, "kernel-reshape")
     _, reversed_ = _ports(a, "kernel-reversed")
@@ -53,7 +53,7 @@ def conv_layout(preset: str = "resnet50", hw: int = 64) -> Measured:
     )
 
 
-def dense_layout(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def dense_layout(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     # a classifier as wide as its input makes the untransposed matrix fit without a reshape
     a = anchor(preset, hw)
     a = anchor(preset, hw, num_classes=make_plan(a.spec).head[-1].in_features)
@@ -68,7 +68,7 @@ def dense_layout(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
     )
 
 
-def grouped_conv(preset: str = "resnext50_32x4d", hw: int = 64) -> Measured:
+def grouped_conv(preset: ResNetSpec | str = "resnext50_32x4d", hw: int = 64) -> Measured:
     _, keras = import_frameworks()
     a = anchor(preset, hw)
     conv = next(op for op in make_plan(a.spec).ops() if isinstance(op, P.Conv) and op.groups > 1)
@@ -95,7 +95,7 @@ def grouped_conv(preset: str = "resnext50_32x4d", hw: int = 64) -> Measured:
     )
 
 
-def same_padding(preset: str = "resnet50", hw: int = 64, keras_native: str = "tutorial_keras_resnet18") -> Measured:
+def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_native: ResNetSpec | str = "tutorial_keras_resnet18") -> Measured:
     a = anchor(preset, hw)
     good, naive = _ports(a, "same-padding")
     odd = anchor(preset, hw + 1)
@@ -116,7 +116,7 @@ def same_padding(preset: str = "resnet50", hw: int = 64, keras_native: str = "tu
     )
 
 
-def pool_padding(preset: str = "resnet50_v2", hw: int = 64, post_relu: str = "resnet50") -> Measured:
+def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64, post_relu: ResNetSpec | str = "resnet50") -> Measured:
     # a pre-activation net trained in PyTorch: its stem pool pads with -inf, as nn.MaxPool2d does
     a = anchor(preset, hw, stem={"pool_pad_value": "-inf"})
     good, naive = _ports(a, "zero-pool-padding")
@@ -132,7 +132,7 @@ def pool_padding(preset: str = "resnet50_v2", hw: int = 64, post_relu: str = "re
     )
 
 
-def bn_epsilon(preset: str = "resnet50", hw: int = 64) -> Measured:
+def bn_epsilon(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
     torch, _ = import_frameworks()
     a = anchor(preset, hw)
     good, naive = _ports(a, "bn-epsilon")
@@ -153,7 +153,7 @@ def bn_epsilon(preset: str = "resnet50", hw: int = 64) -> Measured:
     )
 
 
-def flatten_order(preset: str = "resnet18", hw: int = 64, classes: int = 10) -> Measured:
+def flatten_order(preset: ResNetSpec | str = "resnet18", hw: int = 64, classes: int = 10) -> Measured:
     torch, keras = import_frameworks()
     a = anchor(preset, hw, num_classes=None)
     chw = output_shape(a.spec, (hw, hw))
@@ -180,26 +180,26 @@ def flatten_order(preset: str = "resnet18", hw: int = 64, classes: int = 10) -> 
     )
 
 
-def v1_naming(preset: str = "resnet50", hw: int = 64, keras_layout: str = "resnet50_v1") -> Measured:
-    from shared_specs import get_spec
-
-    a = anchor(preset, hw)
-    good, naive = _ports(a, "stride-on-1x1")
-    tv, ka = a.spec, get_spec(keras_layout)
+def v1_naming(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
+    # the two published "ResNet-50 v1"s, whatever `preset` the naive port runs on
+    tv, ka = get_spec("resnet50"), get_spec("resnet50_v1")
     flops = {s.name: count_flops(s, (224, 224)) / 1e9 for s in (tv, ka)}
     params = {s.name: count_params(s).trainable for s in (tv, ka)}
+    a = anchor(preset, hw)
+    good, naive = _ports(a, "stride-on-1x1")
     return Measured(
         setting(a.spec, hw),
-        (f"{tv.name} (stride on the 3x3): {flops[tv.name]:.2f} GMACs, {params[tv.name]:,} parameters at 224x224; "
-         f"{ka.name} (stride on the first 1x1, conv biases): {flops[ka.name]:.2f} GMACs, {params[ka.name]:,}",
-         describe_port(f"{tv.name} weights loaded into the other layout (they fit: same tensor shapes)", naive),
+        (f"torchvision {tv.name} (stride on the 3x3): {flops[tv.name]:.2f} GMACs, {params[tv.name]:,} parameters "
+         f"at 224x224; keras.applications layout {ka.name} (stride on the first 1x1, conv biases): "
+         f"{flops[ka.name]:.2f} GMACs, {params[ka.name]:,}",
+         describe_port(f"{a.spec.name} weights loaded into the other layout (they fit: same tensor shapes)", naive),
          describe_port("our port", good)),
         {**_port_values("naive", naive), **_port_values("ours", good), "gmacs": flops, "params": params},
         naive.bite[0] if naive.bite else None,
     )
 
 
-def v2_layout(preset: str = "resnet50_v2", hw: int = 64) -> Measured:
+def v2_layout(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64) -> Measured:
     a = anchor(preset, hw)
     good, naive = _ports(a, "v2-stride-first")
     return Measured(

@@ -15,7 +15,7 @@ import numpy as np
 from resnet_rosetta.frameworks import import_frameworks
 from resnet_rosetta.measured import BATCH, BITE, Anchor, Measured, anchor, g, is_keras, setting
 from resnet_rosetta.naive import naive_port
-from shared_specs import layer_table, make_plan
+from shared_specs import ResNetSpec, layer_table, make_plan, resolve_spec
 from shared_specs import plan as P
 
 
@@ -60,7 +60,7 @@ def _stat_drift(a: Anchor, ref: dict[str, np.ndarray], other: dict[str, np.ndarr
     return worst, first
 
 
-def bn_momentum(preset: str = "cifar_resnet20", hw: int = 32, steps: int = 3) -> Measured:
+def bn_momentum(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps: int = 3) -> Measured:
     a = anchor(preset, hw)
     batches = _batches(a, steps)
     source = _train_forward(a.torch_model(), batches)
@@ -79,7 +79,7 @@ def bn_momentum(preset: str = "cifar_resnet20", hw: int = 32, steps: int = 3) ->
     )
 
 
-def bn_variance(preset: str = "resnet18", hw: int = 64) -> Measured:
+def bn_variance(preset: ResNetSpec | str = "resnet18", hw: int = 64) -> Measured:
     a = anchor(preset, hw)
     batch = _batches(a, 1)
     source = _train_forward(a.torch_model(), batch)
@@ -108,7 +108,7 @@ def bn_variance(preset: str = "resnet18", hw: int = 64) -> Measured:
     )
 
 
-def frozen_bn(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def frozen_bn(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     torch, keras = import_frameworks()
     import resnet_keras as rk
 
@@ -194,7 +194,7 @@ def _run_optimizers(a: Anchor, names: list[str], grads: list[list[np.ndarray]], 
     return gaps
 
 
-def sgd_semantics(preset: str = "cifar_resnet20", hw: int = 32, steps: int = 5) -> Measured:
+def sgd_semantics(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps: int = 5) -> Measured:
     a = anchor(preset, hw)
     names, grads = _gradients(a, steps)
     wd = 5e-4
@@ -214,7 +214,7 @@ def sgd_semantics(preset: str = "cifar_resnet20", hw: int = 32, steps: int = 5) 
     )
 
 
-def hyperparameter_precision(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def hyperparameter_precision(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     torch, keras = import_frameworks()
     a = anchor(preset, hw)
     names, grads = _gradients(a, 1)
@@ -241,13 +241,12 @@ def hyperparameter_precision(preset: str = "cifar_resnet20", hw: int = 32) -> Me
     )
 
 
-def default_init(preset: str = "resnet18", layer: str = "layer1.0.conv2") -> Measured:
+def default_init(preset: ResNetSpec | str = "resnet18", layer: str = "layer1.0.conv2") -> Measured:
     torch, keras = import_frameworks()
     import resnet_keras as rk
     import resnet_torch as rt
-    from shared_specs import get_spec
 
-    spec = get_spec(preset)
+    spec = resolve_spec(preset)
     op = next(o for o in make_plan(spec).ops() if o.name == layer)
     fan_out = op.out_channels * op.kernel_size**2
     torch.manual_seed(0)
@@ -275,7 +274,7 @@ def default_init(preset: str = "resnet18", layer: str = "layer1.0.conv2") -> Mea
     )
 
 
-def cross_entropy(preset: str = "cifar_resnet20", hw: int = 32) -> Measured:
+def cross_entropy(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
     torch, keras = import_frameworks()
     a = anchor(preset, hw)
     with torch.no_grad():
