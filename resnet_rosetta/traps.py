@@ -133,7 +133,8 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          "both builders take a dtype (`resnet_torch/build.py`, `resnet_keras/build.py`); tests/test_traps.py "
          "asserts 1e-10 parity on TensorFlow and records the fallback elsewhere",
          num.float64, _rel("rel"), backend_specific=True),
-    Trap(17, "shared memory", "Tensor.numpy() shares memory", "backends have aliased numpy buffers",
+    Trap(17, "shared memory", "Tensor.numpy() shares memory",
+         "the JAX backend may alias numpy buffers (Keras 3.15 copies: see the measurement)",
          "an in-place edit of an 'exported' array changes the source model",
          "`resnet_torch/weights.py` and `resnet_keras/weights.py` copy on export and on import",
          num.shared_memory, lambda m: f"{g(m.values['torch_aliased'])} output change through .numpy()",

@@ -108,8 +108,8 @@ def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_nati
          describe_port(f"the same naive port at {hw + 1}x{hw + 1}", naive_odd)
          + " ('same' is symmetric on odd sizes: tests at odd sizes miss this trap)",
          describe_port("our port, ZeroPadding2D(k // 2) + 'valid'", good),
-         describe_port(f"{keras_native} (Keras 'same') naively ported to PyTorch with padding=k//2", native_naive),
-         describe_port(f"{keras_native} ported by us (SameConv2d pads (0, 1) as Keras does)", native_good)),
+         describe_port(f"{native.spec.name} (Keras 'same') naively ported to PyTorch with padding=k//2", native_naive),
+         describe_port(f"{native.spec.name} ported by us (SameConv2d pads (0, 1) as Keras does)", native_good)),
         {**_port_values("naive", naive), **_port_values("naive_odd", naive_odd), **_port_values("ours", good),
          **_port_values("native_naive", native_naive), **_port_values("native_ours", native_good)},
         naive.bite[0] if naive.bite else None,
@@ -124,8 +124,8 @@ def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64, post_re
     _, naive_v1 = _ports(v1, "zero-pool-padding")
     return Measured(
         setting(a.spec, hw, ", stem max-pool padding -inf"),
-        (describe_port(f"naive port (ZeroPadding2D before the pool, no ReLU before it in {preset})", naive),
-         describe_port(f"the same naive port of {post_relu} (pool after BN + ReLU: inputs >= 0)", naive_v1),
+        (describe_port(f"naive port (ZeroPadding2D before the pool, no ReLU before it in {a.spec.name})", naive),
+         describe_port(f"the same naive port of {v1.spec.name} (pool after BN + ReLU: inputs >= 0)", naive_v1),
          describe_port("our port, ConstantPadding2D(-inf)", good)),
         {**_port_values("naive", naive), **_port_values("naive_v1", naive_v1), **_port_values("ours", good)},
         naive.bite[0] if naive.bite else None,

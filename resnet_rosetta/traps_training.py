@@ -262,7 +262,7 @@ def default_init(preset: ResNetSpec | str = "resnet18", layer: str = "layer1.0.c
             "ours_torch": float(ours_torch.std()), "ours_keras": float(ours_keras.std()), "he_fan_out": float(np.sqrt(2 / fan_out))}
     same_seed = float(np.abs(ours_torch - ours_keras).max())
     return Measured(
-        f"{preset}'s {layer} ({op.in_channels}->{op.out_channels}, {op.kernel_size}x{op.kernel_size}), Keras on "
+        f"{spec.name}'s {layer} ({op.in_channels}->{op.out_channels}, {op.kernel_size}x{op.kernel_size}), Keras on "
         f"{keras.backend.backend()}",
         (f"weight std: nn.Conv2d default (kaiming_uniform, a=sqrt(5)) {stds['torch_default']:.4f}; keras Conv2D "
          f"default (glorot_uniform) {stds['keras_default']:.4f}",

@@ -153,7 +153,7 @@ def test_learning_rate_is_stored_in_float32() -> None:
 
 
 def test_default_initialisation() -> None:
-    v = train.default_init(SMALL_18, "layer1.0.conv2").values
+    v = train.default_init("cifar_resnet20", "layer3.0.conv2").values
     fan = 64 * 9  # 64 -> 64 channels, 3x3: fan_in == fan_out; 36,864 draws: std within ~1%
     assert v["torch_default"] == pytest.approx(1 / math.sqrt(3 * fan), rel=0.03)
     assert v["keras_default"] == pytest.approx(math.sqrt(2 / (2 * fan)), rel=0.03)
