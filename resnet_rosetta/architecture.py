@@ -319,6 +319,8 @@ def _fold_padding(nodes: list[Node]) -> list[Node]:
 
 @dataclass
 class BlockArch:
+    """One residual block as read from a graph: both branches and what follows the addition."""
+
     name: str  # the addition's name: the canonical block name when read from a plan
     main: list[Node]
     shortcut: list[Node]
@@ -332,6 +334,8 @@ class BlockArch:
 
 @dataclass
 class Arch:
+    """A whole network as read from a graph: stem, residual blocks, head."""
+
     stem: list[Node]
     blocks: list[BlockArch]
     head: list[Node]

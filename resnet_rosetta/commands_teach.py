@@ -11,6 +11,7 @@ from shared_specs.checkpoint import atomic_write
 
 
 def register(sub: Any) -> None:
+    """Add explain, side-by-side, source and seeds to the CLI."""
     p = sub.add_parser(
         "explain", help="the 21 PyTorch/Keras traps, each measured now on a real network",
         description="Measure traps (default: all) on the current Keras backend (KERAS_BACKEND) and print what "

@@ -39,11 +39,13 @@ def g(x: float) -> str:
 
 
 def backend() -> str:
+    """The Keras backend of this process."""
     _, keras = import_frameworks()
     return keras.backend.backend()
 
 
 def setting(spec: ResNetSpec, hw: int, extra: str = "") -> str:
+    """One line saying what a measurement ran on."""
     return (f"{spec.name} at {hw}x{hw}, batch {BATCH}, random weights and BN statistics, "
             f"Keras on {backend()}{extra}")
 
@@ -59,7 +61,7 @@ class Anchor:
 
     def torch_model(self, spec: ResNetSpec | None = None, weights: dict[str, np.ndarray] | None = None,
                     dtype: Any = None) -> Any:
-        torch, _ = import_frameworks()
+        import_frameworks()
         import resnet_torch as rt
 
         model = rt.build(spec or self.spec, dtype=dtype).eval()
@@ -82,6 +84,7 @@ class Anchor:
 
 
 def anchor(preset: ResNetSpec | str, hw: int, seed: int = 0, **overrides: Any) -> Anchor:
+    """Random weights (`seed`) and a random batch (`seed + 1`) for a preset or spec with `overrides`."""
     spec = resolve_spec(preset, **overrides)
     x = np.random.default_rng(seed + 1).normal(size=(BATCH, spec.in_channels, hw, hw)).astype(np.float32)
     return Anchor(spec, random_weights(spec, seed), x, hw)

@@ -314,6 +314,7 @@ def check_seed(seed_id: str, reference: str | None = None) -> Check:
 
 
 def get_seed(seed_id: str) -> Seed:
+    """The seed with this id; an unknown id is a SpecError listing the known ones."""
     try:
         return SEEDS[seed_id]
     except KeyError:
@@ -321,6 +322,7 @@ def get_seed(seed_id: str) -> Seed:
 
 
 def format_check(check: Check) -> str:
+    """A check for the terminal: verdict, then differences grouped by place."""
     s = check.seed
     lines = [f"seed {s.id} ({s.framework or 'no code'}): {s.title}"]
     if s.claims:

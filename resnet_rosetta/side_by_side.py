@@ -18,6 +18,8 @@ from shared_specs import ResNetSpec, make_plan
 
 @dataclass(frozen=True)
 class Row:
+    """One canonical name: its PyTorch module and the Keras layer(s) carrying it, with shapes."""
+
     canonical: str  # "" for the whole model
     torch_class: str
     torch_shape: tuple[int, ...]

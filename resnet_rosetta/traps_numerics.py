@@ -20,6 +20,7 @@ from shared_specs import ResNetSpec
 
 
 def float32_accuracy(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
+    """Trap 15: each framework's float32 output against a float64 PyTorch reference."""
     torch, _ = import_frameworks()
     a = anchor(preset, hw)
     exact = a.outputs(a.torch_model(dtype=torch.float64), a.x.astype(np.float64))
@@ -39,7 +40,8 @@ def float32_accuracy(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Mea
 
 
 def float64(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
-    torch, keras = import_frameworks()
+    """Trap 16: float64 in both frameworks, layer by layer, on the current Keras backend."""
+    torch, _ = import_frameworks()
     a = anchor(preset, hw)
     x = a.x.astype(np.float64)
     exact = a.outputs(a.torch_model(dtype=torch.float64), x)
@@ -60,6 +62,7 @@ def float64(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measur
 
 
 def shared_memory(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
+    """Trap 17: in-place edits of exported and imported arrays."""
     torch, keras = import_frameworks()
     import resnet_keras as rk
     import resnet_torch as rt
@@ -100,7 +103,8 @@ def shared_memory(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> 
 
 
 def tf32() -> Measured:
-    torch, keras = import_frameworks()
+    """Trap 18: TF32 needs an NVIDIA Ampere+ GPU; reports the settings and why nothing is measured."""
+    torch, _ = import_frameworks()
     cuda = torch.cuda.is_available()
     return Measured(
         f"this process: torch.cuda.is_available() = {cuda}",

@@ -32,6 +32,7 @@ def _port_values(prefix: str, c: PortComparison) -> dict[str, object]:
 
 
 def conv_layout(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
+    """Trap 1: conv kernels reshaped, and transposed with w.T, against the (2, 3, 1, 0) transpose."""
     a = anchor(preset, hw)
     good, reshaped = _ports(a, "kernel-reshape")
     _, reversed_ = _ports(a, "kernel-reversed")
@@ -54,6 +55,7 @@ def conv_layout(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured
 
 
 def dense_layout(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
+    """Trap 2: the classifier matrix without its transpose, on a square fc."""
     # a classifier as wide as its input makes the untransposed matrix fit without a reshape
     a = anchor(preset, hw)
     a = anchor(preset, hw, num_classes=make_plan(a.spec).head[-1].in_features)
@@ -69,6 +71,7 @@ def dense_layout(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> M
 
 
 def grouped_conv(preset: ResNetSpec | str = "resnext50_32x4d", hw: int = 64) -> Measured:
+    """Trap 3: grouped kernels keep the ungrouped transpose; an ungrouped layer rejects them."""
     _, keras = import_frameworks()
     a = anchor(preset, hw)
     conv = next(op for op in make_plan(a.spec).ops() if isinstance(op, P.Conv) and op.groups > 1)
@@ -96,6 +99,7 @@ def grouped_conv(preset: ResNetSpec | str = "resnext50_32x4d", hw: int = 64) -> 
 
 
 def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_native: ResNetSpec | str = "tutorial_keras_resnet18") -> Measured:
+    """Trap 4: Keras 'same' for strided convs, both directions, even and odd input sizes."""
     a = anchor(preset, hw)
     good, naive = _ports(a, "same-padding")
     odd = anchor(preset, hw + 1)
@@ -117,6 +121,7 @@ def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_nati
 
 
 def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64, post_relu: ResNetSpec | str = "resnet50") -> Measured:
+    """Trap 5: zero max-pool padding where the pool sees negative inputs (v2 stem) and where not."""
     # a pre-activation net trained in PyTorch: its stem pool pads with -inf, as nn.MaxPool2d does
     a = anchor(preset, hw, stem={"pool_pad_value": "-inf"})
     good, naive = _ports(a, "zero-pool-padding")
@@ -133,7 +138,7 @@ def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64, post_re
 
 
 def bn_epsilon(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
-    torch, _ = import_frameworks()
+    """Trap 6: Keras's default BatchNorm epsilon, and keras.applications' 1.001e-5."""
     a = anchor(preset, hw)
     good, naive = _ports(a, "bn-epsilon")
     source = a.outputs(a.torch_model())
@@ -154,6 +159,7 @@ def bn_epsilon(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
 
 
 def flatten_order(preset: ResNetSpec | str = "resnet18", hw: int = 64, classes: int = 10) -> Measured:
+    """Trap 14: a Flatten + Dense head on the last feature map, rows unpermuted and permuted."""
     torch, keras = import_frameworks()
     a = anchor(preset, hw, num_classes=None)
     chw = output_shape(a.spec, (hw, hw))
@@ -181,6 +187,7 @@ def flatten_order(preset: ResNetSpec | str = "resnet18", hw: int = 64, classes: 
 
 
 def v1_naming(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
+    """Trap 19: the two 'ResNet-50 v1' layouts: cost, parameters, and weights loaded into the other."""
     # the two published "ResNet-50 v1"s, whatever `preset` the naive port runs on
     tv, ka = get_spec("resnet50"), get_spec("resnet50_v1")
     flops = {s.name: count_flops(s, (224, 224)) / 1e9 for s in (tv, ka)}
@@ -200,6 +207,7 @@ def v1_naming(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Measured:
 
 
 def v2_layout(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64) -> Measured:
+    """Trap 20: a ResNet V2 ported with v1's stride placement."""
     a = anchor(preset, hw)
     good, naive = _ports(a, "v2-stride-first")
     return Measured(

@@ -27,7 +27,7 @@ def _batches(a: Anchor, steps: int) -> list[np.ndarray]:
 def _train_forward(model: Any, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Training-mode forward passes (no optimizer): only the BN running statistics move.
     Returns the model's canonical weights afterwards."""
-    torch, keras = import_frameworks()
+    torch, _ = import_frameworks()
     if not is_keras(model):
         import resnet_torch as rt
 
@@ -61,6 +61,7 @@ def _stat_drift(a: Anchor, ref: dict[str, np.ndarray], other: dict[str, np.ndarr
 
 
 def bn_momentum(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps: int = 3) -> Measured:
+    """Trap 7: running means after training-mode passes, torch's momentum number typed into Keras."""
     a = anchor(preset, hw)
     batches = _batches(a, steps)
     source = _train_forward(a.torch_model(), batches)
@@ -80,6 +81,7 @@ def bn_momentum(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps
 
 
 def bn_variance(preset: ResNetSpec | str = "resnet18", hw: int = 64) -> Measured:
+    """Trap 8: unbiased (PyTorch) vs biased (Keras) batch variance in the running statistics."""
     a = anchor(preset, hw)
     batch = _batches(a, 1)
     source = _train_forward(a.torch_model(), batch)
@@ -109,6 +111,7 @@ def bn_variance(preset: ResNetSpec | str = "resnet18", hw: int = 64) -> Measured
 
 
 def frozen_bn(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
+    """Trap 9: what 'frozen' means for BatchNorm statistics in each framework."""
     torch, keras = import_frameworks()
     import resnet_keras as rk
 
@@ -195,6 +198,7 @@ def _run_optimizers(a: Anchor, names: list[str], grads: list[list[np.ndarray]], 
 
 
 def sgd_semantics(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps: int = 5) -> Measured:
+    """Trap 10: torch.optim.SGD and keras.optimizers.SGD fed the same gradients."""
     a = anchor(preset, hw)
     names, grads = _gradients(a, steps)
     wd = 5e-4
@@ -215,6 +219,7 @@ def sgd_semantics(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, ste
 
 
 def hyperparameter_precision(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
+    """Trap 11: the learning rate as Keras stores it, and one float64 step."""
     torch, keras = import_frameworks()
     a = anchor(preset, hw)
     names, grads = _gradients(a, 1)
@@ -242,6 +247,7 @@ def hyperparameter_precision(preset: ResNetSpec | str = "cifar_resnet20", hw: in
 
 
 def default_init(preset: ResNetSpec | str = "resnet18", layer: str = "layer1.0.conv2") -> Measured:
+    """Trap 12: default and our initialisations of one conv, and what a shared seed gives."""
     torch, keras = import_frameworks()
     import resnet_keras as rk
     import resnet_torch as rt
@@ -275,6 +281,7 @@ def default_init(preset: ResNetSpec | str = "resnet18", layer: str = "layer1.0.c
 
 
 def cross_entropy(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Measured:
+    """Trap 13: Keras's default cross-entropy applied to logits."""
     torch, keras = import_frameworks()
     a = anchor(preset, hw)
     with torch.no_grad():
