@@ -150,6 +150,7 @@ def test_unknown_seed() -> None:
         seeds.check_seed("9")
 
 
+@pytest.mark.keras_backend
 def test_seeds_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["seeds"]) == 0
     out = capsys.readouterr().out
