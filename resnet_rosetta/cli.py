@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resnet_rosetta import commands_demo, commands_diff, commands_port, commands_specs
+from resnet_rosetta import commands_demo, commands_diff, commands_port, commands_specs, commands_teach
 from shared_specs import CheckpointError, SpecError, WeightsError
 
-COMMANDS = (commands_specs, commands_port, commands_diff, commands_demo)
+COMMANDS = (commands_specs, commands_port, commands_diff, commands_demo, commands_teach)
 
 
 def make_parser() -> argparse.ArgumentParser:

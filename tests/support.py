@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import torch
 
-from shared_specs import ResNetSpec, canonical_shapes, make_plan
+from shared_specs import ResNetSpec
+from shared_specs.synthetic import random_weights  # noqa: F401  (re-exported for the tests)
 
 BACKEND = keras.backend.backend()
 
@@ -19,38 +18,6 @@ BACKEND = keras.backend.backend()
 # near-zero logits do not fail on absolute noise.
 F32_RTOL = 1e-4
 F32_ATOL_SCALE = 1e-4
-
-
-def random_weights(spec: ResNetSpec, seed: int = 0, dtype: type = np.float32) -> dict[str, np.ndarray]:
-    """Random canonical weights with non-trivial BatchNorm running statistics.
-
-    Convs are He-normal; BN gamma/beta/mean/var are random (var in [0.5, 2]). The
-    branch closing each block is scaled by 1/blocks so that eval-mode activations stay
-    bounded even in cifar_resnet1202 (frozen BN does not renormalise growth).
-    """
-    rng = np.random.default_rng(seed)
-    plan = make_plan(spec)
-    blocks = list(plan.blocks())
-    closing = {b.main[-1].name for b in blocks}
-    out: dict[str, np.ndarray] = {}
-    for name, shape in canonical_shapes(spec).items():
-        layer, kind = name.rsplit(".", 1)
-        if kind == "running_var":
-            value = rng.uniform(0.5, 2.0, shape)
-        elif kind == "running_mean":
-            value = rng.normal(0.0, 0.3, shape)
-        elif len(shape) == 4:
-            value = rng.normal(0.0, math.sqrt(2.0 / math.prod(shape[1:])), shape)
-        elif len(shape) == 2:
-            value = rng.uniform(-1, 1, shape) / math.sqrt(shape[1])
-        elif kind == "weight":  # BN gamma
-            value = rng.uniform(0.5, 1.5, shape)
-        else:  # BN beta, conv/dense bias
-            value = rng.normal(0.0, 0.1, shape)
-        if layer in closing and kind in ("weight", "bias"):
-            value = value / len(blocks)
-        out[name] = value.astype(dtype)
-    return out
 
 
 def random_input(spec: ResNetSpec, hw: tuple[int, int], batch: int = 2, seed: int = 1, dtype: type = np.float32) -> np.ndarray:

@@ -1,0 +1,198 @@
+"""Naive ports: each porting trap reproduced on demand, as an ordinary model.
+
+A naive porter makes one mistake and nothing else. Each mistake is either a spec
+change (the target framework's default where the source used something else:
+Keras 'same' padding, Keras's BatchNorm epsilon, the other framework's "momentum"
+number) or a weight layout mistake (a reshape where a transpose was due). Either way
+the result is built by resnet_torch or resnet_keras from a spec and canonical
+weights, so its layers carry the canonical names and `resnet-rosetta diff` (or
+`layer_outputs`) can line it up with a correct port layer by layer.
+
+Weight mistakes are expressed on canonical weights: `naive_weights` returns the
+canonical tensors that, loaded correctly, give exactly what the naive porter's
+wrong assignment gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from resnet_rosetta.frameworks import import_frameworks
+from shared_specs import ResNetSpec, SpecError, make_plan
+from shared_specs import plan as P
+
+Framework = Literal["keras", "torch"]
+WeightMistake = Callable[[np.ndarray, Framework], np.ndarray]
+
+
+def _keras_conv(w: np.ndarray) -> np.ndarray:
+    return w.transpose(2, 3, 1, 0)  # canonical (O, I, kH, kW) -> Keras (kH, kW, I, O)
+
+
+def _canonical_conv(k: np.ndarray) -> np.ndarray:
+    return k.transpose(3, 2, 0, 1)
+
+
+def _conv_reshaped(w: np.ndarray, target: Framework) -> np.ndarray:
+    """`reshape` into the target layout instead of a transpose: never an error, since
+    the element count always fits."""
+    if target == "keras":
+        return _canonical_conv(w.reshape(_keras_conv(w).shape))
+    return _keras_conv(w).reshape(w.shape)
+
+
+def _conv_reversed(w: np.ndarray, target: Framework) -> np.ndarray:
+    """`np.transpose(w)` (or `.T`), which reverses all four axes: (kW, kH, I, O). It fits
+    every square kernel without an error, is right for 1x1 kernels, and mirrors the rest."""
+    if target == "keras":
+        return _canonical_conv(w.T)
+    return _keras_conv(w).T
+
+
+def _dense_untransposed(w: np.ndarray, target: Framework) -> np.ndarray:
+    """The (out, in) matrix written into an (in, out) kernel as it is: silent when
+    in == out, and with a reshape for any shape."""
+    if target == "keras":
+        return w.reshape(w.shape[::-1]).T
+    return w.T.reshape(w.shape)
+
+
+@dataclass(frozen=True)
+class NaiveTrap:
+    """One porting mistake: its name, the trap number in docs/differences.md, what the
+    porter does, and how it changes the spec and/or the weights."""
+
+    name: str
+    trap: int
+    mistake: str
+    spec_change: Callable[[ResNetSpec, Framework], ResNetSpec] | None = None
+    conv_mistake: WeightMistake | None = None
+    dense_mistake: WeightMistake | None = None
+
+
+def _padding(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    # the target framework's idiom for a "same-size" conv: Keras 'same', PyTorch k // 2
+    return spec.replace(padding="same" if target == "keras" else "symmetric")
+
+
+def _pool_pad(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    if spec.stem.pool != "max":
+        raise SpecError(f"trap 'zero-pool-padding' needs a stem max-pool; {spec.name} has none")
+    return spec.replace(stem={"pool_pad_value": "zero" if target == "keras" else "-inf"})
+
+
+def _epsilon(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    # framework defaults: keras.layers.BatchNormalization 1e-3, torch.nn.BatchNorm2d 1e-5
+    return spec.replace(batchnorm={"epsilon": 1e-3 if target == "keras" else 1e-5})
+
+
+def _momentum(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    # the source framework's "momentum" number typed into the target's argument: torch's
+    # 0.1 (= decay 0.9) becomes Keras momentum 0.1, Keras's 0.99 becomes torch momentum 0.99;
+    # either way the decay turns into 1 - decay.
+    return spec.replace(batchnorm={"running_stats_decay": round(1.0 - spec.batchnorm.running_stats_decay, 12)})
+
+
+def _bottleneck_stride(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    if spec.block != "bottleneck":
+        raise SpecError(f"trap 'stride-on-1x1' needs bottleneck blocks; {spec.name} has basic blocks")
+    return spec.replace(bottleneck_stride="1x1" if spec.bottleneck_stride == "3x3" else "3x3")
+
+
+def _stride_position(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    if all(stage.depth == 1 or stage.stride == 1 for stage in spec.stages):
+        raise SpecError(f"trap 'v2-stride-first' changes nothing in {spec.name}: no strided stage has 2+ blocks")
+    return spec.replace(stride_position="first" if spec.stride_position == "last" else "last")
+
+
+NAIVE: dict[str, NaiveTrap] = {t.name: t for t in (
+    NaiveTrap("kernel-reshape", 1, "conv kernels reshaped into the target layout instead of transposed",
+              conv_mistake=_conv_reshaped),
+    NaiveTrap("kernel-reversed", 1, "conv kernels transposed with np.transpose(w) / w.T (all axes reversed)",
+              conv_mistake=_conv_reversed),
+    NaiveTrap("dense-untransposed", 2, "the classifier matrix written without its transpose",
+              dense_mistake=_dense_untransposed),
+    NaiveTrap("same-padding", 4, "every conv uses the target framework's own padding idiom "
+              "(Keras 'same', or PyTorch padding=k//2 for a Keras-native model)", spec_change=_padding),
+    NaiveTrap("zero-pool-padding", 5, "the stem max-pool pads with the target's idiom (Keras ZeroPadding2D, "
+              "or PyTorch's -inf for a Keras model)", spec_change=_pool_pad),
+    NaiveTrap("bn-epsilon", 6, "BatchNorm keeps the target framework's default epsilon "
+              "(Keras 1e-3, PyTorch 1e-5)", spec_change=_epsilon),
+    NaiveTrap("bn-momentum", 7, "the source framework's BatchNorm momentum number copied into the target's",
+              spec_change=_momentum),
+    NaiveTrap("stride-on-1x1", 19, "a bottleneck 'ResNet-50 v1' assumed to put its stride where the other "
+              "framework's does (torchvision: 3x3, keras.applications: first 1x1)", spec_change=_bottleneck_stride),
+    NaiveTrap("v2-stride-first", 20, "a ResNet V2 assumed to stride in the first block of a stage, as v1 does",
+              spec_change=_stride_position),
+)}
+
+
+def _lookup(trap: str) -> NaiveTrap:
+    try:
+        return NAIVE[trap]
+    except KeyError:
+        raise SpecError(f"unknown naive-port trap {trap!r}; known: {', '.join(NAIVE)}") from None
+
+
+def naive_spec(spec: ResNetSpec, trap: str, framework: Framework = "keras") -> ResNetSpec:
+    """The spec a naive porter of `spec` into `framework` ends up building."""
+    t = _lookup(trap)
+    if framework not in ("keras", "torch"):
+        raise SpecError(f"framework must be 'keras' or 'torch', got {framework!r}")
+    return t.spec_change(spec, framework) if t.spec_change else spec
+
+
+def naive_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str,
+                  framework: Framework = "keras") -> dict[str, np.ndarray]:
+    """Canonical weights equivalent to the naive porter's wrong assignment into `framework`."""
+    t = _lookup(trap)
+    out = dict(weights)
+    for op in make_plan(spec).ops():
+        mistake = t.conv_mistake if isinstance(op, P.Conv) else t.dense_mistake if isinstance(op, P.Linear) else None
+        if mistake is not None:
+            key = f"{op.name}.weight"
+            out[key] = np.ascontiguousarray(mistake(np.asarray(weights[key]), framework))
+    return out
+
+
+def naive_port(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str, framework: Framework = "keras") -> Any:
+    """`spec` with `weights` ported into `framework` by a porter who falls into `trap`.
+
+    Returns an ordinary resnet_keras / resnet_torch model (canonical layer names) in
+    inference mode, ready to be compared with a correct port of the same weights.
+    """
+    target = naive_spec(spec, trap, framework)
+    wrong = naive_weights(spec, weights, trap, framework)
+    import_frameworks()
+    if framework == "keras":
+        import resnet_keras as rk
+
+        model = rk.build(target)
+        rk.import_weights(model, wrong, source=f"naive port ({trap})")
+        return model
+    import resnet_torch as rt
+
+    model = rt.build(target).eval()
+    rt.import_weights(model, wrong, source=f"naive port ({trap})")
+    return model
+
+
+def flatten_dense_kernel(weight: np.ndarray, chw: tuple[int, int, int], *, naive: bool = False) -> np.ndarray:
+    """The Keras Dense kernel for a PyTorch Linear that reads `torch.flatten` of a (C, H, W) map.
+
+    PyTorch flattens channel-major (C, H, W), Keras's Flatten row-major over NHWC
+    (H, W, C). The correct kernel permutes the rows; the naive one (`naive=True`) is
+    only the transpose, and is wrong whenever H * W > 1 (trap 14). Global average
+    pooling heads, as in every ResNet here, have no such permutation.
+    """
+    out_features, in_features = weight.shape
+    c, h, w = chw
+    if in_features != c * h * w:
+        raise SpecError(f"a Linear reading {c}x{h}x{w} = {c * h * w} features cannot have {in_features} inputs")
+    if naive:
+        return np.ascontiguousarray(weight.T)
+    return np.ascontiguousarray(weight.reshape(out_features, c, h, w).transpose(2, 3, 1, 0).reshape(-1, out_features))

@@ -1,0 +1,272 @@
+"""The 21 places where the same ResNet silently differs between PyTorch and Keras, measured.
+
+Each trap pairs a measurement (run now, on a real network with random weights and
+random BatchNorm statistics) with what goes wrong if it is ignored and how
+resnet-rosetta handles it, naming the spec field or file. `explain` prints traps
+for the terminal, `markdown` regenerates docs/differences.md. The trap numbers are
+those of the project's reference table (framework-differences.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_rosetta import traps_numerics as num
+from resnet_rosetta import traps_porting as port
+from resnet_rosetta import traps_training as train
+from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.measured import BITE, Measured, g
+from shared_specs import SpecError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+@dataclass(frozen=True)
+class Trap:
+    """One difference: the two frameworks' behaviour, its cost, and its handling here."""
+
+    number: int
+    topic: str
+    torch: str
+    keras: str
+    if_ignored: str
+    handled_by: str
+    measure: Callable[[], Measured]
+    headline: Callable[[Measured], str]
+    backend_specific: bool = False
+
+
+def _rel(key: str, what: str = "of the output scale") -> Callable[[Measured], str]:
+    return lambda m: f"{g(m.values[key])} {what}"
+
+
+TRAPS: dict[int, Trap] = {t.number: t for t in (
+    Trap(1, "conv kernel layout", "weight (O, I, kH, kW)", "kernel (kH, kW, I, O): transpose (2, 3, 1, 0), back (3, 2, 0, 1)",
+         "a reshape, or w.T on square kernels, loads without any error and computes garbage",
+         "`resnet_keras/weights.py` RULES: one table holds the conv transpose both ways; "
+         "`shared_specs/canonical.py` check_weights rejects any tensor of the wrong shape",
+         port.conv_layout, _rel("reshape_rel", "of the output scale (reshaped kernels)")),
+    Trap(2, "dense kernel layout", "weight (out, in)", "kernel (in, out): transpose",
+         "silent garbage when in == out (or with a reshape)",
+         "`resnet_keras/weights.py` RULES: the Linear row transposes both ways",
+         port.dense_layout, _rel("naive_rel")),
+    Trap(3, "grouped conv (ResNeXt)", "weight (O, I/groups, kH, kW)", "Conv2D(groups=g) kernel (kH, kW, I/groups, O)",
+         "the usual transpose works; an ungrouped layer fails loudly on the shape",
+         "`resnet_keras/layers.py` builds Conv2D(groups=...) from the plan's Conv.groups; the RULES transpose is "
+         "unchanged; `shared_specs/spec.py` rejects widths that do not split into groups",
+         port.grouped_conv, _rel("ours_rel", "of the output scale, our port")),
+    Trap(4, "padding 'same' with stride 2", "explicit symmetric padding k // 2",
+         "'same' pads (0, 1) for a stride-2 window on an even input (TensorFlow's rule)",
+         "every strided conv reads a shifted window: large output errors, and only on even input sizes",
+         "spec field `padding` ('symmetric' | 'same'); `resnet_keras/layers.py` emits ZeroPadding2D(k // 2) + "
+         "'valid'; `resnet_torch/layers.py` SameConv2d reproduces Keras-native 'same' models (tutorial_keras_resnet18)",
+         port.same_padding, _rel("naive_rel")),
+    Trap(5, "max-pool padding", "nn.MaxPool2d pads with -inf", "keras.applications pads with ZeroPadding2D (0)",
+         "equal only on non-negative inputs: a pre-activation (v2) stem pools before any ReLU",
+         "spec field `stem.pool_pad_value` ('-inf' | 'zero'); `resnet_keras/layers.py` ConstantPadding2D(-inf); "
+         "`resnet_torch/layers.py` PaddedMaxPool2d for 'zero' (keras.applications presets)",
+         port.pool_padding, _rel("naive_rel")),
+    Trap(6, "BatchNorm epsilon", "1e-5", "1e-3 by default (keras.applications ResNets: 1.001e-5)",
+         "every BN normalises a little differently; the error compounds through the network",
+         "spec field `batchnorm.epsilon`, passed to both builders; presets carry their source's value",
+         port.bn_epsilon, _rel("naive_rel")),
+    Trap(7, "BatchNorm momentum", "momentum=0.1 weights the NEW batch", "momentum=0.99 weights the OLD value",
+         "torch's 0.1 typed into Keras keeps 10% of the old statistics: running statistics diverge in training",
+         "spec field `batchnorm.running_stats_decay` names the quantity; `resnet_torch/layers.py` torch_momentum "
+         "(1 - decay) and `resnet_keras/layers.py` (momentum=decay) convert at the edge",
+         train.bn_momentum, _rel("naive_rel", "of the running means' scale")),
+    Trap(8, "BatchNorm running variance", "stores the unbiased batch variance (n / (n - 1))",
+         "stores the biased batch variance",
+         "running variances drift apart by n / (n - 1) per step: large on the small late feature maps",
+         "not hidden: both builders use their framework's own BatchNorm, so inference parity holds and training "
+         "comparisons must allow this ratio (exact training parity would need a custom BN layer)",
+         train.bn_variance, lambda m: f"x{m.values['ratio_last']:.3g} batch variance at {m.values['last_bn']}",
+         backend_specific=True),
+    Trap(9, "train vs eval, frozen layers", "module.train() / .eval(); requires_grad=False does not stop BN updates",
+         "call(training=...); trainable=False puts BatchNorm in inference mode",
+         "a 'frozen' PyTorch backbone still updates its BN statistics; a frozen Keras one neither updates nor "
+         "normalises with batch statistics",
+         "`resnet_rosetta/parity.py` compares model.eval() with training=False; freezing for fine-tuning is the "
+         "caller's choice and differs by framework as measured here",
+         train.frozen_bn, lambda m: f"{g(m.values['torch_requires_grad_false'])} running-mean drift with requires_grad=False"),
+    Trap(10, "SGD momentum and weight decay", "L2 added to the gradient; lr multiplies outside the momentum buffer",
+         "weight_decay decoupled; lr inside the buffer",
+         "identical settings train differently from step 2 on (weight decay) or after any lr change",
+         "outside the builders (they hold no optimizer): compare training only with weight decay as L2 in the "
+         "gradient and a constant learning rate",
+         train.sgd_semantics, lambda m: f"{g(m.values['decoupled'][-1])} of the distance moved after "
+         f"{len(m.values['decoupled'])} steps"),
+    Trap(11, "optimizer hyper-parameters", "Python floats (float64)", "float32 variables",
+         "~1e-8 relative difference per step",
+         "not hidden: training comparisons need tolerances above it",
+         train.hyperparameter_precision, _rel("lr_rel", "relative error in the stored learning rate")),
+    Trap(12, "default initialisation", "kaiming_uniform(a=sqrt(5)); torchvision re-initialises He normal fan_out",
+         "glorot_uniform", "the 'same' model trains from a different distribution",
+         "`resnet_torch/build.py` _init_weights and `resnet_keras/layers.py` _he_normal_fan_out draw from the same "
+         "distribution (torchvision's); identical draws need a weight transfer, not a seed",
+         train.default_init, lambda m: f"std {m.values['torch_default']:.3f} / {m.values['keras_default']:.3f} "
+         f"(defaults) vs {m.values['ours_torch']:.3f} / {m.values['ours_keras']:.3f} (ours)"),
+    Trap(13, "cross-entropy input", "takes logits", "from_logits=False by default",
+         "a logits head trained with the default Keras loss optimises the wrong quantity",
+         "spec field `head_activation`: 'none' gives logits (from_logits=True), 'softmax' probabilities "
+         "(tutorial_keras_resnet18, as its post)",
+         train.cross_entropy, lambda m: f"loss {m.values['keras_default']:.3g} instead of {m.values['torch']:.3g}"),
+    Trap(14, "flatten order", "(C, H, W)", "(H, W, C)",
+         "a Dense after Flatten needs its rows permuted",
+         "every preset ends in global average pooling (`shared_specs/plan.py` head), which has no spatial order; "
+         "`resnet_rosetta/naive.py` flatten_dense_kernel shows the permutation",
+         port.flatten_order, _rel("naive_rel")),
+    Trap(15, "float32 conv accuracy on CPU", "ATen ~1e-7 relative", "oneDNN (TensorFlow) / XLA: ~1e-6 relative",
+         "absolute float32 tolerances are either too tight or useless",
+         "`tests/support.py` assert_f32_close: rtol 1e-4, atol 1e-4 * max |ref|; `resnet_rosetta/parity.py` "
+         "reports differences relative to the output scale",
+         num.float32_accuracy, _rel("between_rel", "between the frameworks"), backend_specific=True),
+    Trap(16, "float64", "exact", "exact on TensorFlow; the JAX and torch backends compute parts in float32",
+         "exact-parity tests pass on one backend and fail on the others",
+         "both builders take a dtype (`resnet_torch/build.py`, `resnet_keras/build.py`); tests/test_traps.py "
+         "asserts 1e-10 parity on TensorFlow and records the fallback elsewhere",
+         num.float64, _rel("rel"), backend_specific=True),
+    Trap(17, "shared memory", "Tensor.numpy() shares memory",
+         "the JAX backend may alias numpy buffers (Keras 3.15 copies: see the measurement)",
+         "an in-place edit of an 'exported' array changes the source model",
+         "`resnet_torch/weights.py` and `resnet_keras/weights.py` copy on export and on import",
+         num.shared_memory, lambda m: f"{g(m.values['torch_aliased'])} output change through .numpy()",
+         backend_specific=True),
+    Trap(18, "TF32 on Ampere+ GPUs", "matmul/conv may use TF32", "XLA's default precision is reduced too",
+         "GPU parity is ~1e-3, not ~1e-6", "not measurable on a CPU-only machine (see the measurement)",
+         num.tf32, lambda m: "not measurable: no CUDA device" if not m.values["cuda"] else "CUDA present, not measured"),
+    Trap(19, "ResNet 'v1' means two networks", "torchvision: stride on the bottleneck's 3x3 ('v1.5')",
+         "keras.applications ResNet50: stride on the first 1x1, conv biases",
+         "the weights fit either layout, and compute something else",
+         "spec fields `bottleneck_stride` ('3x3' | '1x1') and `conv_bias`; presets resnet50 (torchvision) and "
+         "resnet50_v1 (keras.applications)",
+         port.v1_naming, _rel("naive_rel")),
+    Trap(20, "ResNet 'v2'", "none in torchvision",
+         "pre-activation; stride in the LAST block of a stage; projection with bias, no BN; strided identity",
+         "a porter assuming v1 habits mis-maps every block",
+         "spec fields `preactivation`, `stride_position='last'`, `shortcut='B-subsample'`, "
+         "`conv_bias='unnormalized'`, `stem.norm=False`; presets resnet50_v2 ...",
+         port.v2_layout, _rel("naive_rel")),
+    Trap(21, "one process, both frameworks", "loads triton lazily (first optimizer, torch.compile)",
+         "TensorFlow >= 2.20 loads its LLVM with RTLD_GLOBAL",
+         "`import tensorflow` then `torch.optim.SGD(...)`: segmentation fault",
+         "`resnet_rosetta/frameworks.py` import_frameworks() imports triton first; the CLI, the tests "
+         "(`tests/conftest.py`) and every module needing both go through it",
+         num.import_order, lambda m: f"exit {m.values['tensorflow_first']} vs {m.values['import_frameworks']}"),
+)}
+
+
+def get_trap(number: int) -> Trap:
+    """The trap with this number; anything else is a SpecError."""
+    try:
+        return TRAPS[number]
+    except KeyError:
+        raise SpecError(f"no trap {number}; traps are numbered 1-{len(TRAPS)}") from None
+
+
+def measure(numbers: Sequence[int] | None = None) -> dict[int, Measured]:
+    """Measure the given traps (default: all) on the current Keras backend."""
+    return {n: get_trap(n).measure() for n in (numbers or TRAPS)}
+
+
+def format_trap(trap: Trap, measured: Measured) -> str:
+    """One trap for the terminal."""
+    lines = [f"Trap {trap.number}: {trap.topic}",
+             f"  PyTorch: {trap.torch}",
+             f"  Keras 3: {trap.keras}",
+             f"  If ignored: {trap.if_ignored}",
+             f"  Measured now ({measured.setting}):"]
+    lines += [f"    - {fact}" for fact in measured.facts]
+    if measured.first_bite:
+        lines.append(f"  First layer where the mistake bites: {measured.first_bite}")
+    lines.append(f"  Handled by: {trap.handled_by.replace('`', '')}")
+    return "\n".join(lines)
+
+
+def to_json(measured: dict[int, Measured]) -> str:
+    """Measurements as JSON (what `explain --json` prints and `measure_on` reads back)."""
+    return json.dumps({str(n): {"setting": m.setting, "facts": list(m.facts), "values": m.values,
+                                "first_bite": m.first_bite} for n, m in measured.items()}, default=_plain)
+
+
+def from_json(text: str) -> dict[int, Measured]:
+    """The inverse of `to_json`."""
+    data = json.loads(text)
+    return {int(n): Measured(d["setting"], tuple(d["facts"]), d["values"], d["first_bite"]) for n, d in data.items()}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def measure_on(backend: str, numbers: Sequence[int]) -> dict[int, Measured]:
+    """Measure traps in a fresh process on another Keras backend (fixed per process)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "resnet_rosetta.cli", "explain", *map(str, numbers), "--json"],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring traps {list(numbers)} on {backend} failed:\n{done.stderr[-2000:]}")
+    return from_json(done.stdout)
+
+
+def markdown(backends: Sequence[str] = BACKENDS) -> str:
+    """docs/differences.md: every trap measured now; backend-specific ones on each of `backends`."""
+    torch, keras = import_frameworks()
+    here = keras.backend.backend()
+    measured = measure()
+    per_backend: dict[str, dict[int, Measured]] = {here: {n: measured[n] for n in TRAPS if TRAPS[n].backend_specific}}
+    specific = [n for n in TRAPS if TRAPS[n].backend_specific]
+    for other in backends:
+        if other != here:
+            per_backend[other] = measure_on(other, specific)
+    out = ["# PyTorch vs Keras 3: where the same ResNet silently differs, measured",
+           "",
+           "<!-- generated by `resnet-rosetta explain --markdown -o docs/differences.md`: do not edit -->",
+           "",
+           f"Every number below was measured by `resnet-rosetta explain` (torch {torch.__version__}, "
+           f"Keras {keras.__version__}, CPU) on real networks from our presets, built by `resnet_torch` and "
+           "`resnet_keras` with random weights and random BatchNorm statistics (`shared_specs/synthetic.py`): "
+           "nothing pretrained, nothing downloaded. A *naive port* (`resnet_rosetta/naive.py`) makes exactly one "
+           "mistake; \"first layer off\" is the first canonical layer whose output differs from the source model "
+           f"by more than {g(BITE)} of its scale. "
+           f"Traps marked (per backend) were measured on {', '.join(per_backend)}; the others on {here}.",
+           "",
+           "| # | trap | measured | first layer off |",
+           "|---|---|---|---|"]
+    for n, trap in TRAPS.items():
+        mark = " (per backend)" if trap.backend_specific else ""
+        bite = f"`{measured[n].first_bite}`" if measured[n].first_bite else ""
+        out.append(f"| {n} | [{trap.topic}](#{n}-{_anchor(trap.topic)}){mark} | {trap.headline(measured[n])} | {bite} |")
+    for n, trap in TRAPS.items():
+        m = measured[n]
+        out += ["", f"## {n}. {trap.topic}", "",
+                f"- **PyTorch:** {trap.torch}", f"- **Keras 3:** {trap.keras}", f"- **If ignored:** {trap.if_ignored}",
+                f"- **Handled by:** {trap.handled_by}", ""]
+        runs = [(b, per_backend[b][n]) for b in per_backend] if trap.backend_specific else [(here, m)]
+        for backend, run in runs:
+            out.append(f"Measured ({run.setting}):" if not trap.backend_specific else f"On **{backend}** ({run.setting}):")
+            out.append("")
+            out += [f"- {fact}" for fact in run.facts]
+            if run.first_bite:
+                out += ["", f"First layer where the mistake bites: `{run.first_bite}`"]
+            out.append("")
+        out.append(f"Re-measure: `resnet-rosetta explain {n}`")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _anchor(topic: str) -> str:
+    keep = "".join(c if c.isalnum() or c in " -" else "" for c in topic.lower())
+    return keep.replace(" ", "-")

@@ -1,0 +1,242 @@
+"""The 21 traps, measured on small real networks: each naive port goes wrong where and by as
+much as docs/differences.md says, and each correct port stays within the float32 bound.
+
+Naive-port errors are asserted against "order 1" thresholds (0.1 of the output scale):
+a layout or padding mistake changes the function, float32 noise is ~1e-6 (trap 15).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from support import BACKEND, F32_RTOL
+
+from resnet_rosetta import naive, traps
+from resnet_rosetta import traps_numerics as num
+from resnet_rosetta import traps_porting as port
+from resnet_rosetta import traps_training as train
+from resnet_rosetta.cli import main
+from shared_specs import SpecError, get_spec
+from shared_specs.synthetic import random_weights
+
+pytestmark = pytest.mark.keras_backend
+
+# 100x the float32 bound: a mistake that changes the function moves the output by more than
+# a percent of its scale (usually far more); float32 noise is ~1e-6 of it (trap 15)
+WRONG = 1e-2
+
+# small networks with the layouts of the big presets, so every backend runs the suite in a minute
+SMALL_18 = get_spec("resnet18", stages=[{"depth": 1, "width": 64, "stride": 1}, {"depth": 1, "width": 128, "stride": 2}])
+SMALL_V2 = get_spec("resnet50_v2", stages=[{"depth": 2, "width": 16, "stride": 2}, {"depth": 2, "width": 32, "stride": 1}])
+SMALL_V1 = get_spec("resnet50", stages=[{"depth": 1, "width": 16, "stride": 1}, {"depth": 2, "width": 32, "stride": 2}])
+SMALL_RESNEXT = get_spec("resnext50_32x4d", stages=[{"depth": 1, "width": 64, "stride": 1}])
+SMALL_KERAS_NATIVE = get_spec("tutorial_keras_resnet18", stages=[{"depth": 1, "width": 64, "stride": 1}, {"depth": 1, "width": 128, "stride": 2}])
+
+
+def test_conv_layout_mistakes_are_silent_and_bite_at_the_stem() -> None:
+    m = port.conv_layout(SMALL_18, 32)
+    assert m.values["reshape_rel"] > WRONG and m.values["reversed_rel"] > WRONG
+    # w.T is right for 1x1 kernels: the 7x7 stem is the first conv it mirrors
+    assert m.first_bite == "conv1" and m.values["reversed_bite"] == "conv1"
+    assert m.values["ours_rel"] < F32_RTOL and m.values["ours_bite"] is None
+    # 6 convs: the stem, 2 in layer1.0 (64 -> 64), 2 in layer2.0 (64 -> 128, 128 -> 128) and its
+    # 1x1 projection (64 -> 128); I == O in three of them
+    assert (m.values["convs"], m.values["pointwise"], m.values["silent_swapped_io"]) == (6, 1, 3)
+
+
+def test_untransposed_dense_bites_at_fc() -> None:
+    m = port.dense_layout(SMALL_18, 32)
+    assert m.first_bite == "fc" and m.values["naive_rel"] > WRONG
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_grouped_conv_port() -> None:
+    m = port.grouped_conv(SMALL_RESNEXT, 32)
+    # layer1.0.conv2: 128 channels in 32 groups of 4
+    assert m.values["torch_shape"] == (128, 4, 3, 3) and m.values["keras_shape"] == (3, 3, 4, 128)
+    assert m.values["ungrouped_error"] == "ValueError"
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_keras_same_padding_bites_on_even_sizes_only() -> None:
+    m = port.same_padding("cifar_resnet20", 32, keras_native=SMALL_KERAS_NATIVE)
+    assert m.first_bite == "layer2.0.conv1" and m.values["naive_rel"] > WRONG  # its first strided conv
+    # 33 -> 17 -> 9: every strided window sees an odd size, where 'same' is symmetric
+    assert m.values["naive_odd_rel"] < F32_RTOL and m.values["naive_odd_bite"] is None
+    assert m.values["ours_rel"] < F32_RTOL
+    # the Keras-native tutorial net, naively ported to PyTorch's k // 2 padding
+    assert m.values["native_naive_bite"] == "conv1" and m.values["native_naive_rel"] > WRONG
+    assert m.values["native_ours_rel"] < F32_RTOL
+
+
+def test_zero_pool_padding_bites_only_before_a_relu() -> None:
+    m = port.pool_padding(SMALL_V2, 32, post_relu=SMALL_V1)
+    # only border windows change, and global pooling averages them with the rest
+    assert m.first_bite == "maxpool" and m.values["naive_rel"] > 1e-3
+    assert m.values["naive_v1_bite"] is None and m.values["naive_v1_rel"] < F32_RTOL
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_keras_default_epsilon_bites_at_the_first_bn() -> None:
+    m = port.bn_epsilon(SMALL_18, 32)
+    assert m.first_bite == "bn1"
+    # subtle but real: above the float32 bound, far below a layout error
+    assert F32_RTOL < m.values["naive_rel"] < 0.1
+    assert m.values["applications_rel"] < 1e-6  # 1.001e-5 vs 1e-5 next to variances in [0.5, 2]
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_flatten_order_needs_permuted_rows() -> None:
+    m = port.flatten_order("cifar_resnet20", 32)
+    assert m.values["chw"] == (64, 8, 8)
+    assert m.values["naive_rel"] > WRONG and m.values["ours_rel"] < F32_RTOL
+
+
+def test_v1_layouts_differ_in_cost_and_function() -> None:
+    m = port.v1_naming(SMALL_V1, 32)
+    # torchvision reports 4.09 GFLOPS for resnet50; He et al. 2015 Table 1: 3.8e9 for the stride-on-1x1 layout
+    assert round(m.values["gmacs"]["resnet50"], 2) == 4.09
+    assert round(m.values["gmacs"]["resnet50_v1"], 2) == 3.86
+    assert m.values["params"]["resnet50"] == 25_557_032  # torchvision resnet50
+    # the stride moves to layer2.0's first 1x1; global pooling averages part of the change away
+    assert m.first_bite == "layer2.0.conv1" and m.values["naive_rel"] > WRONG
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_v2_stride_in_the_last_block() -> None:
+    m = port.v2_layout(SMALL_V2, 32)
+    assert m.first_bite == "layer1.0.conv2"  # the naive port strides the first block's 3x3
+    assert m.values["ours_rel"] < F32_RTOL
+
+
+def test_torch_momentum_typed_into_keras() -> None:
+    m = train.bn_momentum(SMALL_18, 32, steps=3)
+    assert m.first_bite == "bn1" and m.values["naive_rel"] > WRONG
+    assert m.values["ours_rel"] < 1e-5  # three float32 running averages of float32 batch means
+
+
+def test_running_variance_is_unbiased_in_torch_only() -> None:
+    m = train.bn_variance("cifar_resnet20", 16)
+    # 16x16 input, batch 2: bn1 normalises 2 * 16 * 16 values per channel, layer3.2.bn2 2 * 4 * 4
+    assert (m.values["n_first"], m.values["n_last"]) == (512, 32)
+    # the ratio is recovered from (running - decay * old) / (1 - decay): float32 cancellation ~1e-5
+    assert m.values["ratio_first"] == pytest.approx(512 / 511, rel=1e-4)
+    assert m.values["ratio_last"] == pytest.approx(32 / 31, rel=1e-4)
+    assert m.values["mean_rel"] < 1e-5  # running means agree: float32 batch means, ~1e-7
+
+
+def test_frozen_batchnorm_differs_between_frameworks() -> None:
+    v = train.frozen_bn("cifar_resnet20", 32).values
+    assert v["torch_requires_grad_false"] > WRONG and v["torch_eval"] == 0
+    assert v["keras_frozen"] == 0 and v["keras_frozen_output_gap"] == 0
+    assert v["keras_training"] > WRONG
+
+
+def test_sgd_weight_decay_and_lr_changes() -> None:
+    v = train.sgd_semantics(SMALL_18.replace(num_classes=10), 32, steps=3).values
+    # step 1 is the same update in both rules (float32 noise); from step 2 decoupled decay differs
+    # (distances relative to how far the parameters moved: float32 update noise is ~1e-7 of it)
+    assert v["decoupled"][0] < 1e-5 and v["decoupled"][-1] > 1e-4
+    assert v["l2"][-1] < 1e-5  # the same rule in both: only float32 rounding left
+    assert v["lr_drop"][1] < 1e-5 and v["lr_drop"][-1] > WRONG
+
+
+def test_learning_rate_is_stored_in_float32() -> None:
+    v = train.hyperparameter_precision("cifar_resnet20", 32).values
+    assert v["stored_lr"] == float(np.float32(0.1))
+    assert v["lr_rel"] == pytest.approx(abs(float(np.float32(0.1)) - 0.1) / 0.1)
+    if BACKEND == "jax":  # float64 variables fall back to float32 without JAX_ENABLE_X64 (trap 16)
+        assert v["step_rel"] < 1e-6
+    else:  # the float64 update differs exactly by the learning rate's float32 rounding
+        assert v["step_rel"] == pytest.approx(v["lr_rel"], rel=1e-3)  # 1e-3 of 1.5e-8: float64 rounding
+
+
+def test_default_initialisation() -> None:
+    v = train.default_init("cifar_resnet20", "layer3.0.conv2").values
+    fan = 64 * 9  # 64 -> 64 channels, 3x3: fan_in == fan_out; 36,864 draws: std within ~1%
+    assert v["torch_default"] == pytest.approx(1 / math.sqrt(3 * fan), rel=0.03)
+    assert v["keras_default"] == pytest.approx(math.sqrt(2 / (2 * fan)), rel=0.03)
+    assert v["ours_torch"] == pytest.approx(math.sqrt(2 / fan), rel=0.03)
+    assert v["ours_keras"] == pytest.approx(math.sqrt(2 / fan), rel=0.03)
+    assert v["same_seed_diff"] > WRONG
+
+
+def test_cross_entropy_default_expects_probabilities() -> None:
+    v = train.cross_entropy("cifar_resnet20", 32).values
+    assert v["keras_from_logits"] == pytest.approx(v["torch"], rel=1e-5)  # float32 log-softmax of the same logits
+    assert abs(v["keras_default"] - v["torch"]) > WRONG * v["torch"]
+
+
+def test_float32_accuracy() -> None:
+    v = num.float32_accuracy(SMALL_18, 32).values
+    # each ~5e-7 from float64 (trap 15's measurement); 1e-5 leaves 20x, the parity bound more
+    assert v["torch_rel"] < 1e-5 and v["keras_rel"] < 1e-5 and v["between_rel"] < F32_RTOL
+
+
+def test_float64_is_exact_on_tensorflow_only() -> None:
+    m = num.float64("cifar_resnet20", 32)
+    if BACKEND == "tensorflow":
+        assert m.values["rel"] < 1e-10 and m.first_bite is None  # float64 rounding is ~1e-16
+    else:  # measured: JAX runs everything in float32, the torch backend BatchNorm
+        assert 1e-10 < m.values["rel"] < 1e-5  # float32 rounding (~1e-7), not a wrong port
+        assert m.first_bite in ("conv1", "bn1")
+
+
+def test_shared_memory() -> None:
+    v = num.shared_memory("cifar_resnet20", 32).values
+    assert v["torch_aliased"] > WRONG and v["torch_export"] == 0
+    assert v["keras"] == 0
+
+
+def test_tf32_says_why_it_is_not_measured() -> None:
+    m = num.tf32()
+    assert m.values["cuda"] == torch.cuda.is_available()
+    assert ("not measurable" in m.facts[0]) == (not m.values["cuda"])
+
+
+def test_naive_port_models_keep_canonical_names() -> None:
+    spec = get_spec("cifar_resnet20")
+    weights = random_weights(spec)
+    model = naive.naive_port(spec, weights, "bn-epsilon")
+    assert model.get_layer("layer1_0_bn1").epsilon == 1e-3
+    torch_model = naive.naive_port(spec, weights, "kernel-reshape", framework="torch")
+    assert "layer3.2.conv2.weight" in torch_model.state_dict()
+    with pytest.raises(SpecError, match="unknown naive-port trap"):
+        naive.naive_port(spec, weights, "no-such-trap")
+    with pytest.raises(SpecError, match="bottleneck"):
+        naive.naive_spec(spec, "stride-on-1x1")
+
+
+def test_naive_weights_are_the_misassigned_tensors() -> None:
+    spec = get_spec("cifar_resnet20")
+    weights = random_weights(spec)
+    w = weights["conv1.weight"]  # (O, I, kH, kW) = (16, 3, 3, 3)
+    into_keras = naive.naive_weights(spec, weights, "kernel-reshape")["conv1.weight"]
+    # imported correctly, it gives the Keras kernel a reshaping porter writes
+    np.testing.assert_array_equal(into_keras.transpose(2, 3, 1, 0), w.reshape(3, 3, 3, 16))
+    into_torch = naive.naive_weights(spec, weights, "kernel-reshape", framework="torch")["conv1.weight"]
+    np.testing.assert_array_equal(into_torch, w.transpose(2, 3, 1, 0).reshape(16, 3, 3, 3))
+    untransposed = naive.naive_weights(spec, weights, "dense-untransposed")["fc.weight"]  # fc: (10, 64)
+    np.testing.assert_array_equal(untransposed.T, weights["fc.weight"].reshape(64, 10))
+    assert naive.naive_weights(spec, weights, "bn-epsilon")["conv1.weight"] is w  # a spec-only mistake
+
+
+def test_flatten_dense_kernel_rows() -> None:
+    weight = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 12)  # 2 outputs over (C=3, H=2, W=2)
+    kernel = naive.flatten_dense_kernel(weight, (3, 2, 2))
+    # Keras row (h, w, c) must hold torch column c * 4 + h * 2 + w
+    assert kernel[(1 * 2 + 0) * 3 + 2, 1] == weight[1, 2 * 4 + 1 * 2 + 0]
+    np.testing.assert_array_equal(naive.flatten_dense_kernel(weight, (3, 2, 2), naive=True), weight.T)
+    with pytest.raises(SpecError, match="cannot have 12 inputs"):
+        naive.flatten_dense_kernel(weight, (2, 2, 2))
+
+
+def test_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Trap 2: dense kernel layout" in out and "First layer where the mistake bites: fc" in out
+    assert main(["explain", "22"]) == 2
+    assert "no trap 22" in capsys.readouterr().err
