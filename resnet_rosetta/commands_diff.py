@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.diff import DEFAULT_TOLERANCE, diff, file_side, plot
+from resnet_rosetta.diff import DEFAULT_TOLERANCE, as_side, diff, file_side, plot
 from resnet_rosetta.files import detect_format
-from shared_specs import CheckpointError, get_spec
+from resnet_rosetta.naive import naive_port
+from shared_specs import CheckpointError, SpecError, get_spec
 
 
 def register(sub: Any) -> None:
@@ -19,7 +20,9 @@ def register(sub: Any) -> None:
                     "in PyTorch and Keras files in Keras; a safetensors A runs in PyTorch and a safetensors B "
                     "in Keras unless --framework-a/-b say otherwise.")
     p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("b", nargs="?", help="omit with --naive")
+    p.add_argument("--naive", metavar="TRAP", help="compare A with a naive port of A into the other framework that "
+                   "falls into TRAP (resnet_rosetta.naive: kernel-reshape, same-padding, bn-epsilon, ...)")
     p.add_argument("--framework-a", choices=("torch", "keras"))
     p.add_argument("--framework-b", choices=("torch", "keras"))
     p.add_argument("--preset", help="architecture of files that carry no spec")
@@ -41,7 +44,13 @@ def _framework(path: str, given: str | None, default: str) -> str:
 def run_diff(args: argparse.Namespace) -> int:
     spec = get_spec(args.preset) if args.preset else None
     a = file_side(args.a, _framework(args.a, args.framework_a, "torch"), spec)
-    b = file_side(args.b, _framework(args.b, args.framework_b, "keras"), spec)
+    if (args.b is None) == (args.naive is None):
+        raise SpecError("give either a second model file B or --naive TRAP")
+    if args.naive:
+        framework = "keras" if a.label.endswith("PyTorch") else "torch"
+        b = as_side(naive_port(a.spec, a.weights, args.naive, framework), f"naive port into {framework} ({args.naive})")
+    else:
+        b = file_side(args.b, _framework(args.b, args.framework_b, "keras"), spec)
     x = None
     if args.input:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.layer_outputs import keras_outputs, relative_difference, torch_outputs
 from shared_specs import ResNetSpec, make_plan
 from shared_specs import plan as P
 
@@ -71,44 +72,19 @@ class Side:
 
 
 def torch_side(model: Any, label: str = "PyTorch") -> Side:
-    """Per-layer outputs of a resnet_torch model from forward hooks on canonical module names."""
-    torch, _ = import_frameworks()
+    """A resnet_torch model: per-layer outputs from forward hooks on canonical module names."""
     import resnet_torch as rt
 
-    names = [op.name for op in make_plan(model.spec).ops()]
-
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        seen: dict[str, np.ndarray] = {}
-        modules = dict(model.named_modules())
-        hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach().numpy().copy()))
-                 for n in names]
-        try:
-            model.eval()
-            with torch.no_grad():
-                model(torch.from_numpy(x).to(next(model.parameters()).dtype))
-        finally:
-            for h in hooks:
-                h.remove()
-        return seen
-
-    return Side(label, model.spec, rt.export_weights(model), run)
+    return Side(label, model.spec, rt.export_weights(model), lambda x: torch_outputs(model, x))
 
 
 def keras_side(model: Any, label: str | None = None) -> Side:
-    """Per-layer outputs of a resnet_keras model from a probe model on canonical layer names."""
+    """A resnet_keras model: per-layer outputs from a probe model on canonical layer names."""
     _, keras = import_frameworks()
     import resnet_keras as rk
-    from resnet_keras.layers import keras_name
 
-    names = [op.name for op in make_plan(model.spec).ops()]
-    probe = keras.Model(model.input, [model.get_layer(keras_name(n)).output for n in names])
-
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = probe(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), training=False)
-        arrays = [keras.ops.convert_to_numpy(o) for o in outputs]
-        return {n: (a.transpose(0, 3, 1, 2) if a.ndim == 4 else a) for n, a in zip(names, arrays)}
-
-    return Side(label or f"Keras ({keras.backend.backend()})", model.spec, rk.export_weights(model), run)
+    return Side(label or f"Keras ({keras.backend.backend()})", model.spec, rk.export_weights(model),
+                lambda x: keras_outputs(model, x))
 
 
 def file_side(path: str | os.PathLike[str], framework: str, spec: ResNetSpec | None = None) -> Side:
@@ -156,29 +132,27 @@ def diff(a: Any, b: Any, *, input_hw: tuple[int, int] = (64, 64), batch: int = 2
     ops = {op.name: op for op in make_plan(side_a.spec).ops()}
     rows, first = [], None
     notes: list[str] = []
-    for name, op in ops.items():
+    for name, ra in out_a.items():
         if name not in out_b:
             continue
-        ra, rb = out_a[name], out_b[name]
+        rb = out_b[name]
+        kind = type(ops[name]).__name__ if name in ops else "Add"  # a pre-activation block's sum
+        rel = relative_difference(ra, rb)
+        max_abs = float(np.abs(ra.astype(np.float64) - rb).max()) if ra.shape == rb.shape else float("inf")
         if ra.shape != rb.shape:
-            rows.append(LayerDiff(name, type(op).__name__, float("inf"), float("inf"), True))
             notes.append(f"note: {name} has shape {ra.shape[1:]} in A but {rb.shape[1:]} in B")
-        else:
-            err = np.abs(ra.astype(np.float64) - rb)
-            scale = float(np.abs(ra).max()) or 1.0
-            rows.append(LayerDiff(name, type(op).__name__, float(err.max()), float(err.max()) / scale,
-                                  bool(err.max() > tolerance * scale)))
+        rows.append(LayerDiff(name, kind, max_abs, rel, rel > tolerance))
         if rows[-1].diverged and first is None:
             first = name
-    missing = [n for n in ops if n not in out_b]
+    missing = [n for n in out_a if n not in out_b]
     if missing:
         notes.append(f"note: {len(missing)} layers of A have no counterpart in B, e.g. {missing[:3]}")
     final_rel = rows[-1].max_rel if rows else float("nan")
-    causes = likely_causes(side_a, side_b, ops[first], out_a, out_b) if first else []
+    causes = likely_causes(side_a, side_b, ops.get(first, first), out_a, out_b) if first else []
     return DiffReport(rows, first, causes, tolerance, final_rel, (side_a.label, side_b.label), notes)
 
 
-def likely_causes(a: Side, b: Side, op: P.Op, out_a: Mapping[str, np.ndarray], out_b: Mapping[str, np.ndarray]
+def likely_causes(a: Side, b: Side, op: P.Op | str, out_a: Mapping[str, np.ndarray], out_b: Mapping[str, np.ndarray]
                   ) -> list[str]:
     """Known traps that explain a divergence at `op`, from evidence, strongest first."""
     causes: list[str] = []
@@ -187,24 +161,30 @@ def likely_causes(a: Side, b: Side, op: P.Op, out_a: Mapping[str, np.ndarray], o
                                    "symmetrically (trap 4)"),
                        ("batchnorm.epsilon", "BatchNorm epsilon differs (PyTorch 1e-5, Keras 1e-3, keras.applications "
                                              "1.001e-5; trap 6)"),
-                       ("stem.pool_pad_value", "max-pool padding value: -inf (PyTorch) vs zeros (ZeroPadding2D; trap 5)")):
+                       ("stem.pool_pad_value", "max-pool padding value: -inf (PyTorch) vs zeros (ZeroPadding2D; trap 5)"),
+                       ("bottleneck_stride", "bottleneck stride on the 3x3 (torchvision v1.5) vs the first 1x1 "
+                                             "(keras.applications v1): same tensors, different network (trap 19)"),
+                       ("stride_position", "strided block first (v1) vs last (keras.applications V2) in a stage "
+                                           "(trap 20)")):
         if any(d == path or d.startswith(path + ".") for d in spec_diff):
             causes.append(trap)
     if "batchnorm.running_stats_decay" in spec_diff:
         causes.append("BatchNorm momentum convention differs (torch 0.1 == Keras 0.9; trap 7): changes training only")
-    others = [d for d in spec_diff if not d.startswith(("padding", "batchnorm", "stem.pool_pad_value", "name"))]
+    named = ("padding", "batchnorm", "stem.pool_pad_value", "bottleneck_stride", "stride_position", "name")
+    others = [d for d in spec_diff if not d.startswith(named)]
     if others:
         causes.append(f"the two specs differ in {others}")
+    name = op if isinstance(op, str) else op.name
     for suffix in ("weight", "running_var", "running_mean", "bias"):
-        key = f"{op.name}.{suffix}"
+        key = f"{name}.{suffix}"
         if key in a.weights and key in b.weights:
             found = _tensor_relation(a.weights[key], b.weights[key], suffix)
             if found:
                 causes.append(f"{key}: {found}")
     if isinstance(op, (P.Conv, P.MaxPool)) and not causes:
-        shift = _spatial_shift(out_a[op.name], out_b[op.name])
+        shift = _spatial_shift(out_a[name], out_b[name])
         if shift:
-            causes.append(f"{op.name} output of B is A's shifted by {shift} pixel: padding convention (trap 4)")
+            causes.append(f"{name} output of B is A's shifted by {shift} pixel: padding convention (trap 4)")
     return causes
 
 
@@ -218,6 +198,8 @@ def _tensor_relation(ta: np.ndarray, tb: np.ndarray, suffix: str) -> str | None:
         for naive in (ta.transpose(2, 3, 1, 0).reshape(ta.shape), ta.reshape(h, w, i, o).transpose(3, 2, 0, 1)):
             if np.array_equal(tb, naive):
                 return "kernel reshaped instead of transposed between OIHW and HWIO: layout transpose (trap 1)"
+        if np.array_equal(tb, ta.transpose(0, 1, 3, 2)):
+            return "kernel height and width swapped (np.transpose / .T reverses all axes): layout transpose (trap 1)"
         if i > 1 and np.array_equal(tb, ta[:, ::-1]):
             return "input channels reversed: RGB vs BGR channel order"
     if ta.ndim == 2 and tb.shape == ta.shape:

@@ -92,3 +92,37 @@ def test_cli_diff_of_two_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "first divergence beyond 0.0001: bn1" in out and "epsilon" in out and (tmp_path / "p.png").exists()
+
+
+NAIVE_CASES = [  # (preset, naive trap, target framework, first diverging layer, trap number named)
+    ("resnet50", "kernel-reshape", "keras", "conv1", "trap 1"),
+    ("resnet50", "kernel-reversed", "keras", "conv1", "trap 1"),
+    ("resnet50", "dense-untransposed", "keras", "fc", "trap 2"),
+    ("resnet50", "same-padding", "keras", "conv1", "trap 4"),
+    ("resnet50", "bn-epsilon", "keras", "bn1", "trap 6"),
+    ("resnet50", "stride-on-1x1", "keras", "layer2.0.conv1", "trap 19"),
+    ("resnet50_v2", "zero-pool-padding", "torch", "maxpool", "trap 5"),
+    ("resnet50_v2", "v2-stride-first", "keras", "layer1.0.conv2", "trap 20"),
+]
+
+
+@pytest.mark.parametrize(("name", "trap", "framework", "first", "cause"), NAIVE_CASES)
+def test_each_naive_port_is_diagnosed_where_it_bites(name, trap, framework, first, cause):
+    from resnet_rosetta.naive import naive_port
+
+    spec = get_spec(name)
+    weights = random_weights(spec, seed=4)
+    source = rt.build(spec) if framework == "keras" else rk.build(spec)
+    (rt if framework == "keras" else rk).import_weights(source, weights)
+    report = diff(source, naive_port(spec, weights, trap, framework), input_hw=(64, 64))
+    assert report.first_divergence == first
+    assert any(cause in c for c in report.causes), report.causes
+
+
+def test_cli_diff_against_a_naive_port(tmp_path, capsys):
+    torch_model, _, _ = models("resnet18")
+    path = tmp_path / "r18.safetensors"
+    rt.save_weights(torch_model, path)
+    code = main(["diff", str(path), "--naive", "bn-epsilon"])
+    out = capsys.readouterr().out
+    assert code == 1 and "naive port into keras (bn-epsilon)" in out and "first divergence beyond 0.0001: bn1" in out
