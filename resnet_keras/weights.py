@@ -49,13 +49,16 @@ RULES: dict[type, tuple[Rule, ...]] = {
 }
 
 
+def op_rules(op: P.Op) -> tuple[Rule, ...]:
+    """The RULES rows of one plan op (none for weightless ops; a bias-free conv has no bias row)."""
+    rules = RULES.get(type(op), ())
+    return rules[:1] if isinstance(op, P.Conv) and not op.bias else rules
+
+
 def _variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
     """(canonical tensor name, Keras variable, to Keras, to canonical) for every weight."""
     for op in make_plan(model.spec).ops():
-        if isinstance(op, P.Conv) and not op.bias:
-            rules = RULES[P.Conv][:1]
-        else:
-            rules = RULES.get(type(op), ())
+        rules = op_rules(op)
         if rules:
             layer = model.get_layer(keras_name(op.name))
             for suffix, attr, to_keras, to_canonical in rules:
