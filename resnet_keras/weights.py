@@ -49,15 +49,18 @@ RULES: dict[type, tuple[Rule, ...]] = {
 }
 
 
+def op_rules(op: P.Op) -> tuple[Rule, ...]:
+    """The rows of RULES that apply to `op` (a conv without bias has no bias row)."""
+    rules = RULES.get(type(op), ())
+    return rules[:1] if isinstance(op, P.Conv) and not op.bias else rules
+
+
 def canonical_variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
     """(canonical tensor name, Keras variable, to Keras, to canonical) for every weight, in plan
     order: how to read anything defined per variable (a gradient, an optimizer slot) canonically."""
     layers = {layer.name: layer for layer in model.layers}  # get_layer is a linear scan
     for op in make_plan(model.spec).ops():
-        if isinstance(op, P.Conv) and not op.bias:
-            rules = RULES[P.Conv][:1]
-        else:
-            rules = RULES.get(type(op), ())
+        rules = op_rules(op)
         if rules:
             layer = layers[keras_name(op.name)]
             for suffix, attr, to_keras, to_canonical in rules:
