@@ -5,6 +5,7 @@ process by KERAS_BACKEND, as Keras itself requires.
 """
 
 from resnet_keras.build import ResNet, build
+from resnet_keras.onnx import export_onnx
 from resnet_keras.weights import export_weights, import_weights, load_model, load_weights, save_weights
 
-__all__ = ["ResNet", "build", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]
+__all__ = ["ResNet", "build", "export_onnx", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]

@@ -1,6 +1,7 @@
 """PyTorch builder and canonical weight I/O for resnet-rosetta specs (never imports Keras)."""
 
 from resnet_torch.build import ResNet, build
+from resnet_torch.onnx import export_onnx
 from resnet_torch.weights import export_weights, import_weights, load_model, load_weights, save_weights
 
-__all__ = ["ResNet", "build", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]
+__all__ = ["ResNet", "build", "export_onnx", "export_weights", "import_weights", "load_model", "load_weights", "save_weights"]
