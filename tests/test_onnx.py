@@ -271,3 +271,24 @@ def test_keras_export_validates_its_input(tmp_path):
         with pytest.raises(SpecError, match="float32 models only"):
             rk.export_onnx(rk.build("cifar_resnet20", dtype="float64"), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- docs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.keras_backend
+def test_docs_onnx_examples_run_and_print_what_they_claim():
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "onnx.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    printed = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(printed):
+        for block in blocks:
+            exec(compile(block, str(doc), "exec"), namespace)
+    expected = ["True", "cifar_resnet20 97 True"] + (["True"] if BACKEND != "jax" else []) + ["True"]
+    assert printed.getvalue().splitlines() == expected
