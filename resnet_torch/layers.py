@@ -12,15 +12,40 @@ from shared_specs import plan as P
 
 
 def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
-    """Keras/TensorFlow 'same' padding of one axis: (before, after), the extra pixel after."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel_size - size, 0)
+    """Keras/TensorFlow 'same' padding of one axis: (before, after), the extra pixel after.
+
+    TF defines the total as max((ceil(size / stride) - 1) * stride + kernel_size - size, 0).
+    Written with non-negative integer operands only (the same numbers): ceil written as
+    `-(-size // stride)` exports to ONNX as an integer Div, which truncates instead of
+    flooring and pads odd sizes wrongly.
+    """
+    if stride == 1 or kernel_size == 1:  # constant: k - 1, or 0 as a 1x1 window never pads
+        total = kernel_size - 1 if stride == 1 else 0
+    else:
+        total = kernel_size - stride + (stride - size % stride) % stride
+    if kernel_size < stride:  # only then can the total be negative
+        total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 
 def _pad_same(x: torch.Tensor, kernel_size: int, stride: int, value: float = 0.0) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel_size, stride)
-    left, right = same_padding(x.shape[-1], kernel_size, stride)
-    return F.pad(x, (left, right, top, bottom), value=value)
+    """Pad H and W as 'same' does, for a window that then runs unpadded.
+
+    Pads by the most 'same' can ever need ((k-1)//2 before, k-1 after), then keeps the
+    `size + k - 1` rows and columns starting where 'same' would start. The window sees
+    exactly TF's padded input (the extra trailing rows are never reached), and the
+    output size is (size - 1) // stride + 1 with no padding term in it: under
+    torch.export with dynamic H and W the symbolic sizes then grow linearly with depth,
+    where padding by `same_padding` directly nests the Mod terms of every earlier
+    layer twice (tutorial_keras_resnet18 took minutes to export instead of seconds).
+    """
+    lo, hi = (kernel_size - 1) // 2, kernel_size - 1
+    sizes = x.shape[-2:]
+    x = F.pad(x, (lo, hi, lo, hi), value=value)
+    for dim, size in zip((-2, -1), sizes):
+        before, _ = same_padding(size, kernel_size, stride)
+        x = x.narrow(dim, lo - before, size + kernel_size - 1)
+    return x
 
 
 class SameConv2d(nn.Conv2d):
