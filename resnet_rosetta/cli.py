@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resnet_rosetta import commands_port, commands_specs
+from resnet_rosetta import commands_port, commands_specs, commands_train
 from shared_specs import CheckpointError, SpecError, WeightsError
 
-COMMANDS = (commands_specs, commands_port)
+COMMANDS = (commands_specs, commands_port, commands_train)
 
 
 def make_parser() -> argparse.ArgumentParser:

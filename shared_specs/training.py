@@ -200,6 +200,33 @@ def run_epoch(step: Callable[[np.ndarray, np.ndarray], tuple[float, int]],
     return acc.result()
 
 
+def initial_weights(spec: ResNetSpec, seed: int) -> dict[str, np.ndarray]:
+    """Canonical float32 starting weights drawn with numpy from `seed`, the same for
+    both frameworks (their own initialisers draw different numbers from one seed,
+    trap 12). The scheme is torchvision's, which both builders mirror: He-normal
+    (fan-out) convs, zero conv biases, BatchNorm at identity (gamma 0 closing each
+    block with zero_init_last_bn), nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) classifier.
+    """
+    plan = make_plan(spec)
+    zero_gamma = {f"{b.last_bn.name}.weight" for b in plan.blocks() if b.last_bn} if spec.zero_init_last_bn else set()
+    shapes = {name: shape for name, shape, _ in plan.tensors()}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        kind = name.rsplit(".", 1)[1]
+        if len(shape) == 4:  # conv (out, in/groups, k, k): fan-out = out * k * k
+            value = rng.normal(0.0, math.sqrt(2.0 / (shape[0] * shape[2] * shape[3])), shape)
+        elif name.startswith("fc."):  # the classifier, (out, in) and (out,)
+            bound = 1.0 / math.sqrt(shapes["fc.weight"][1])
+            value = rng.uniform(-bound, bound, shape)
+        elif kind in ("weight", "running_var"):
+            value = np.zeros(shape) if name in zero_gamma else np.ones(shape)
+        else:  # BN beta and running mean, conv biases
+            value = np.zeros(shape)
+        out[name] = value.astype(np.float32)
+    return out
+
+
 def check_optimizer_state(spec: ResNetSpec, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """{canonical weight name: momentum buffer} of a saved optimizer state, validated.
 

@@ -68,6 +68,7 @@ def _max_rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, fl
     return {k: float(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-6)) for k in a}
 
 
+@pytest.mark.keras_backend
 @only_tf
 @pytest.mark.parametrize("spec, config", [(TINY, SGD), (TINY_V2, SGD.__class__(**{**SGD.to_dict(), "nesterov": True}))],
                          ids=["basic-unbiased", "preact-biased-nesterov"])
@@ -130,6 +131,7 @@ def test_batchnorm_running_statistics(running_var: str) -> None:
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras_bn.moving_variance), var, rtol=1e-5)
 
 
+@pytest.mark.keras_backend
 @only_tf
 def test_optimizer_state_moves_between_frameworks() -> None:
     # 6 steps in torch, then both frameworks continue from the torch state for 6 more.
@@ -170,6 +172,7 @@ def test_optimizer_state_is_validated_all_or_nothing() -> None:
     assert all(np.all(v == 1) for v in kt.optimizer_state(keras_model, k_opt).values())
 
 
+@pytest.mark.keras_backend
 @only_tf
 def test_keras_defaults_part_from_torch() -> None:
     """The traps TorchSGD and make_optimizer handle, measured: Keras's SGD (trap 10) and a
