@@ -20,7 +20,7 @@ from resnet_keras.build import ResNet
 from resnet_keras.weights import _variables
 from shared_specs import WeightsError
 from shared_specs.training import (MOMENTUM_PREFIX, Metrics, SGDConfig, check_optimizer_state,
-                                   classification_metrics, run_epoch)
+                                   check_trainable, classification_metrics, run_epoch)
 
 
 @keras.saving.register_keras_serializable(package="resnet_keras")
@@ -83,6 +83,7 @@ def _floatx(dtype: str) -> Iterator[None]:
 def make_optimizer(model: ResNet, config: SGDConfig) -> TorchSGD:
     """A TorchSGD over every trainable variable, and `model` compiled to train with it
     on cross-entropy from logits (trap 13: Keras's default expects probabilities)."""
+    check_trainable(model.spec)
     with _floatx(_dtype(model)):
         optimizer = TorchSGD(config.lr, config.momentum, config.weight_decay, config.nesterov)
         model.compile(
@@ -122,14 +123,16 @@ def train_epoch(model: ResNet, optimizer: TorchSGD, batches: Iterable[tuple[np.n
 
 
 def predict(model: ResNet, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Inference-mode logits (moving BatchNorm statistics) as float64 numpy."""
+    """Inference-mode outputs (moving BatchNorm statistics) as float64 numpy."""
     out = [keras.ops.convert_to_numpy(model(_nhwc(images[i : i + batch_size], model), training=False))
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float64)
 
 
 def evaluate(model: ResNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> Metrics:
-    return classification_metrics(predict(model, images, batch_size), labels)
+    """Mean cross-entropy and accuracy in inference mode (float64 numpy, shared_specs.training)."""
+    return classification_metrics(predict(model, images, batch_size), labels,
+                                  from_logits=model.spec.head_activation == "none")
 
 
 def optimizer_state(model: ResNet, optimizer: TorchSGD) -> dict[str, np.ndarray]:

@@ -111,8 +111,9 @@ def prepare_data(settings: RunSettings) -> Dataset:
 
 
 def spec_for_data(spec: ResNetSpec, data: Dataset) -> ResNetSpec:
-    """The spec with its classifier and input channels fitted to the data."""
-    return spec.replace(num_classes=data.num_classes, in_channels=data.channels)
+    """The spec with its classifier and input channels fitted to the data, and no
+    softmax head: both trainers take the loss from logits (trap 13)."""
+    return spec.replace(num_classes=data.num_classes, in_channels=data.channels, head_activation="none")
 
 
 @dataclass
@@ -256,9 +257,10 @@ def _record(epoch: int, lr: float, train: Metrics, test: Metrics, seconds: float
 
 
 def _summary(r: dict[str, Any]) -> str:
+    replicas = f", {r['replicas']} replicas" if r["replicas"] > 1 else ""
     return (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.4f} | "
             f"test loss {r['test_loss']:.4f} acc {r['test_accuracy']:.4f} | lr {r['lr']:.4g} | {r['seconds']:.1f}s "
-            f"({r['framework']})")
+            f"({r['framework']}{replicas})")
 
 
 @contextlib.contextmanager

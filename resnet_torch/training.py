@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from resnet_torch.build import ResNet
 from shared_specs import WeightsError
 from shared_specs.training import (MOMENTUM_PREFIX, Metrics, SGDConfig, check_optimizer_state,
-                                   classification_metrics, run_epoch)
+                                   check_trainable, classification_metrics, run_epoch)
 
 
 def make_optimizer(model: ResNet, config: SGDConfig) -> torch.optim.SGD:
     """torch.optim.SGD over every parameter (weight decay included: torch's default)."""
+    check_trainable(model.spec)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.nesterov, dampening=0.0)
 
@@ -62,7 +63,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Eval-mode logits (running BatchNorm statistics) as float64 numpy."""
+    """Eval-mode outputs (running BatchNorm statistics) as float64 numpy."""
     model.eval()
     out = []
     with torch.no_grad():
@@ -72,8 +73,10 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -
     return np.concatenate(out)
 
 
-def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> Metrics:
-    return classification_metrics(predict(model, images, batch_size), labels)
+def evaluate(model: ResNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> Metrics:
+    """Mean cross-entropy and accuracy in inference mode (float64 numpy, shared_specs.training)."""
+    return classification_metrics(predict(model, images, batch_size), labels,
+                                  from_logits=model.spec.head_activation == "none")
 
 
 def optimizer_state(model: ResNet, optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:

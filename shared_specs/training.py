@@ -154,17 +154,31 @@ class Metrics:
         return {"loss": self.loss, "accuracy": self.accuracy, "count": self.count}
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> Metrics:
-    """Cross-entropy from logits (both frameworks' losses take logits here, trap 13) and
-    accuracy, in float64 numpy so the score does not depend on the framework."""
-    z = np.asarray(logits, dtype=np.float64)
+def classification_metrics(outputs: np.ndarray, labels: np.ndarray, *, from_logits: bool = True) -> Metrics:
+    """Mean cross-entropy and accuracy in float64 numpy, so the score does not depend on
+    the framework. `outputs` are logits, or probabilities of a softmax head with
+    `from_logits=False` (trap 13: Keras's losses assume probabilities by default)."""
+    z = np.asarray(outputs, dtype=np.float64)
     labels = np.asarray(labels)
     if z.ndim != 2 or len(z) != len(labels):
-        raise SpecError(f"need (N, classes) logits for N labels, got {z.shape} for {labels.shape}")
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        raise SpecError(f"need (N, classes) outputs for N labels, got {z.shape} for {labels.shape}")
+    if from_logits:
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    else:
+        log_probs = np.log(np.maximum(z, np.finfo(np.float64).tiny))
     loss = -log_probs[np.arange(len(z)), labels].mean()
     return Metrics(float(loss), float((z.argmax(axis=1) == labels).mean()), len(z))
+
+
+def check_trainable(spec: ResNetSpec) -> None:
+    """Both trainers minimise cross-entropy from logits (trap 13), so they need a
+    classifier without a softmax: `head_activation="none"` (softmax does not change
+    the predicted class, so a trained network may get its softmax back)."""
+    if spec.num_classes is None or spec.head_activation != "none":
+        raise SpecError(f"spec {spec.name!r} cannot be trained here: training needs a classifier that outputs logits "
+                        f"(num_classes set, head_activation 'none'), got num_classes={spec.num_classes}, "
+                        f"head_activation={spec.head_activation!r}")
 
 
 @dataclass

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from resnet_rosetta import cli
-from resnet_rosetta.runs import HISTORY_FILE, STATE_FILE, RunSettings, load_framework, read_state, train
+from resnet_rosetta.runs import (HISTORY_FILE, STATE_FILE, RunSettings, load_framework, prepare_data, read_state,
+                                 spec_for_data, train)
 from shared_specs import check_weights, get_spec, make_plan, read_checkpoint, write_checkpoint
 from shared_specs.checkpoint import read_spec_and_weights
 from shared_specs.training import SGDConfig, initial_weights
@@ -154,6 +155,14 @@ def test_resume_with_stored_settings_continues(torch_runs: dict[str, Path], tmp_
     state, _ = read_state(out)
     assert state.epoch == 4 and len(state.history) == 4 and state.settings == SETTINGS
     assert (out / "epoch-0004.safetensors").exists()
+
+
+def test_spec_is_fitted_to_the_data() -> None:
+    data = prepare_data(RunSettings(get_spec("tutorial_keras_resnet18"), "digits", channels=1, subset=8))
+    spec = spec_for_data(get_spec("tutorial_keras_resnet18"), data)
+    # classes and channels from the data; the softmax head dropped, the loss takes logits (trap 13)
+    assert (spec.num_classes, spec.in_channels, spec.head_activation) == (10, 1, "none")
+    assert spec.differences(get_spec("tutorial_keras_resnet18")) == ["head_activation", "in_channels", "num_classes"]
 
 
 def test_initial_weights_are_framework_neutral() -> None:

@@ -260,6 +260,17 @@ def test_augment_crops_and_flips() -> None:
     assert seen == expected and len(expected) == 18  # 3 x 3 offsets, flipped or not
 
 
+@pytest.mark.keras_backend
+def test_trainers_refuse_a_softmax_head() -> None:
+    spec = TINY.replace(head_activation="softmax")
+    for package, training in ((rt, tt), (rk, kt)):
+        with pytest.raises(SpecError, match="training needs a classifier that outputs logits"):
+            training.make_optimizer(package.build(spec), SGD)
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6]])
+    m = classification_metrics(probabilities, np.array([0, 0]), from_logits=False)
+    assert m.loss == pytest.approx(-(np.log(0.9) + np.log(0.4)) / 2) and m.accuracy == 0.5
+
+
 def test_shard_and_metrics() -> None:
     x, y = np.arange(8).reshape(8, 1, 1, 1), np.arange(8)
     assert shard(x, y, 1, 2)[1].tolist() == [4, 5, 6, 7]
