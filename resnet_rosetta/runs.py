@@ -166,6 +166,8 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
         if stored_spec.differences(spec):
             raise CheckpointError(f"{out / state.checkpoint}: its spec differs from the run's")
         start, history = state.epoch, state.history
+        if start >= epochs and verbose:
+            print(f"{out}: {start} epochs are done already; ask for more with --epochs")
     else:
         if (out / STATE_FILE).exists():
             raise SpecError(f"{out} holds a run already; pass --resume to continue it, or choose another --out")
