@@ -200,6 +200,26 @@ def test_keras_defaults_part_from_torch() -> None:
     assert 1e-9 < float32_lr < 1e-6, float32_lr  # measured ~1e-8: 0.1 stored as 0.10000000149
 
 
+def test_trainers_stay_within_their_framework() -> None:
+    """resnet_torch never imports Keras/TensorFlow/JAX, resnet_keras never imports torch,
+    the training and data-parallel modules included."""
+    import os
+    import subprocess
+    import sys
+
+    checks = {
+        "resnet_torch": ("keras", "tensorflow", "jax"),
+        "resnet_keras": ("torch",),
+    }
+    for package, banned in checks.items():
+        code = (f"import sys, {package}, {package}.training, {package}.distributed, {package}.layers; "
+                f"print([m for m in {list(banned)} if m in sys.modules])")
+        env = {**os.environ, "KERAS_BACKEND": "jax"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "[]", (package, done.stdout)
+
+
 def test_spec_running_var_field() -> None:
     assert get_spec("resnet50").batchnorm.running_var == "unbiased"  # torch.nn.BatchNorm2d
     assert get_spec("resnet50_v1").batchnorm.running_var == "biased"  # trained with keras.layers.BatchNormalization
