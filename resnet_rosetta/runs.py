@@ -158,6 +158,11 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
     context = _data_parallel(framework) if distributed else None
     data = prepare_data(settings)
     spec = spec_for_data(settings.spec, data)
+    if not 1 <= settings.batch_size <= len(data.train_labels):
+        raise SpecError(f"--batch-size must be in [1, {len(data.train_labels)}] (the training examples), "
+                        f"got {settings.batch_size}")
+    if context is not None and settings.batch_size % context.world_size:
+        raise SpecError(f"--batch-size {settings.batch_size} does not split over {context.world_size} replicas")
     if resume:
         state, buffers = read_state(out)
         if diff := _differences(state.settings.to_dict(), settings.to_dict()):
