@@ -71,6 +71,40 @@ class ChannelPad(layers.Layer):
         return {**super().get_config(), "extra": self.extra}
 
 
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class UnbiasedBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization that folds the UNBIASED batch variance (times n/(n-1), n values
+    per channel) into `moving_variance`, as torch.nn.BatchNorm2d does (spec
+    `batchnorm.running_var="unbiased"`, trap 8).
+
+    Keras folds in the biased one; normalisation is the same in both, so only the moving
+    statistics, and with them inference outputs, differ. Under keras.distribution the
+    batch shape is the global one, so n counts every replica's values.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.renorm or self.synchronized:
+            raise ValueError("UnbiasedBatchNormalization supports neither renorm nor synchronized=True")
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if not (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, None)
+        shape = keras.ops.shape(x)
+        n = keras.ops.cast(math.prod(shape[a] for a in self._reduction_axes), x.dtype)
+        unbiased = variance * (n / keras.ops.maximum(n - 1.0, 1.0))  # n == 1: variance is 0 anyway
+        decay = self.momentum
+        self.moving_mean.assign(keras.ops.cast(self.moving_mean, x.dtype) * decay + mean * (1.0 - decay))
+        self.moving_variance.assign(keras.ops.cast(self.moving_variance, x.dtype) * decay + unbiased * (1.0 - decay))
+        beta = None if self.beta is None else keras.ops.cast(self.beta, x.dtype)
+        gamma = None if self.gamma is None else keras.ops.cast(self.gamma, x.dtype)
+        out = keras.ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma,
+                                            epsilon=self.epsilon)
+        return keras.ops.cast(out, self.compute_dtype)
+
+
 def _he_normal_fan_out() -> keras.initializers.Initializer:
     # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu")
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
@@ -86,7 +120,8 @@ def make_layers(op: P.Op, dtype: Any = None, *, zero_gamma: bool = False) -> lis
             op.out_channels, op.kernel_size, strides=op.stride, padding="same" if op.padding == "same" else "valid",
             groups=op.groups, use_bias=op.bias, kernel_initializer=_he_normal_fan_out(), name=name, **kw)]
     if isinstance(op, P.BatchNorm):
-        return [layers.BatchNormalization(
+        cls = UnbiasedBatchNormalization if op.running_var == "unbiased" else layers.BatchNormalization
+        return [cls(
             epsilon=op.epsilon, momentum=op.running_stats_decay, name=name,
             gamma_initializer="zeros" if zero_gamma else "ones", **kw)]
     if isinstance(op, P.ReLU):

@@ -11,10 +11,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resnet_rosetta import commands_demo, commands_diff, commands_port, commands_specs, commands_teach
+from resnet_rosetta import (
+    commands_demo,
+    commands_diff,
+    commands_port,
+    commands_specs,
+    commands_teach,
+    commands_train,
+)
 from shared_specs import CheckpointError, SpecError, WeightsError
 
-COMMANDS = (commands_specs, commands_port, commands_diff, commands_demo, commands_teach)
+COMMANDS = (commands_specs, commands_port, commands_diff, commands_train, commands_demo, commands_teach)
 
 
 def make_parser() -> argparse.ArgumentParser:

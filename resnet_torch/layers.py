@@ -111,6 +111,33 @@ def torch_momentum(running_stats_decay: float) -> float:
     return round(1.0 - running_stats_decay, 12)
 
 
+class BiasedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that folds the BIASED batch variance into `running_var`, as Keras's
+    BatchNormalization does (spec `batchnorm.running_var="biased"`, trap 8).
+
+    nn.BatchNorm2d folds in the unbiased one (times n/(n-1)); normalisation is the same
+    in both, so only the running statistics, and with them eval-mode outputs, differ.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats):
+            return super().forward(x)
+        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            update_running_stats(self, mean, var)
+        return out
+
+
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
+    """running = (1 - momentum) * running + momentum * batch, as ATen's batch_norm does."""
+    momentum = float(bn.momentum)  # type: ignore[arg-type]  # specs always give one (no cumulative average)
+    with torch.no_grad():
+        bn.running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)  # type: ignore[union-attr]
+        bn.running_var.mul_(1.0 - momentum).add_(var, alpha=momentum)  # type: ignore[union-attr]
+        bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+
+
 def make_layer(op: P.Op) -> nn.Module:
     """The PyTorch module computing `op`."""
     if isinstance(op, P.Conv):
@@ -119,7 +146,8 @@ def make_layer(op: P.Op) -> nn.Module:
             return SameConv2d(*args, groups=op.groups, bias=op.bias)
         return nn.Conv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias)
     if isinstance(op, P.BatchNorm):
-        return nn.BatchNorm2d(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
+        cls = nn.BatchNorm2d if op.running_var == "unbiased" else BiasedBatchNorm2d
+        return cls(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
     if isinstance(op, P.ReLU):
         return nn.ReLU()  # not in-place: forward hooks (resnet-rosetta diff) keep what they saw
     if isinstance(op, P.MaxPool):

@@ -3,7 +3,7 @@
 from shared_specs.canonical import canonical_shapes, check_weights
 from shared_specs.checkpoint import FORMAT_VERSION, read_checkpoint, write_checkpoint
 from shared_specs.counting import LayerRow, ParamCount, count_flops, count_params, layer_table, output_shape
-from shared_specs.errors import CheckpointError, SpecError, WeightsError
+from shared_specs.errors import CheckpointError, DataError, SpecError, WeightsError
 from shared_specs.infer import infer_spec
 from shared_specs.plan import Plan, make_plan
 from shared_specs.presets import find_preset, get_spec, list_presets, preset_doc, register, resolve_spec
@@ -13,6 +13,7 @@ __all__ = [
     "FORMAT_VERSION",
     "BatchNormSpec",
     "CheckpointError",
+    "DataError",
     "LayerRow",
     "ParamCount",
     "Plan",

@@ -11,3 +11,8 @@ class WeightsError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, truncated, or not what it claims to be."""
+
+
+class DataError(CheckpointError):
+    """A data set file is missing, truncated or holds impossible values (a kind of bad
+    file, so whatever reports CheckpointError reports it too)."""

@@ -36,10 +36,13 @@ class Conv:
 
 @dataclass(frozen=True)
 class BatchNorm:
+    """BatchNorm over channels; `running_var` is the spec's "unbiased" or "biased" update."""
+
     name: str
     channels: int
     epsilon: float
     running_stats_decay: float
+    running_var: Literal["unbiased", "biased"] = "unbiased"
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ class _Planner:
 
     def bn(self, name: str, channels: int) -> BatchNorm:
         b = self.spec.batchnorm
-        return BatchNorm(name, channels, b.epsilon, b.running_stats_decay)
+        return BatchNorm(name, channels, b.epsilon, b.running_stats_decay, b.running_var)
 
     # -- the network ----------------------------------------------------------
 

@@ -156,8 +156,9 @@ def wide_resnet101_2() -> ResNetSpec:
 # -- keras.applications (keras/src/applications/resnet.py, resnet_v2.py) ----------
 
 # keras.applications builds every BatchNormalization with epsilon=1.001e-5 and the
-# Keras default momentum 0.99, and pads before its max-pool with ZeroPadding2D.
-_KERAS_BN = BatchNormSpec(epsilon=1.001e-5, running_stats_decay=0.99)
+# Keras default momentum 0.99 (which folds the biased batch variance into the running
+# one), and pads before its max-pool with ZeroPadding2D.
+_KERAS_BN = BatchNormSpec(epsilon=1.001e-5, running_stats_decay=0.99, running_var="biased")
 _KERAS_V1_STEM = StemSpec(pool_pad_value="zero")
 _KERAS_V2_STEM = StemSpec(norm=False, pool_pad_value="zero")
 
@@ -300,7 +301,7 @@ def tutorial_keras_resnet18() -> ResNetSpec:
     """Seed 004 "深度学习第6天:ResNet深度残差网络": the Keras ResNet18 of the post.
 
     Faithful to its code: Keras 'same' padding everywhere, Keras BatchNormalization
-    defaults (epsilon 1e-3, momentum 0.99), conv biases, softmax head, built as
+    defaults (epsilon 1e-3, momentum 0.99, biased running variance), conv biases, softmax head, built as
     `resnet((224, 224, 3), 1000)`. The post never sets `conv_shortcut`, so its
     strided blocks fail with a shape error; the preset fixes that with a 1x1
     projection + BN where the shape changes (shortcut 'B').
@@ -312,7 +313,7 @@ def tutorial_keras_resnet18() -> ResNetSpec:
         shortcut="B",
         conv_bias="all",
         padding="same",
-        batchnorm=BatchNormSpec(epsilon=1e-3, running_stats_decay=0.99),
+        batchnorm=BatchNormSpec(epsilon=1e-3, running_stats_decay=0.99, running_var="biased"),
         head_activation="softmax",
     )
 

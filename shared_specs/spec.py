@@ -99,10 +99,16 @@ class BatchNormSpec:
     `running = decay * running + (1 - decay) * batch`. PyTorch's `momentum` is
     `1 - decay` (0.1 -> 0.9); Keras's `momentum` is `decay` itself (0.99). Naming
     the quantity avoids carrying one framework's "momentum" into the other (trap 7).
+
+    `running_var` is the batch variance a training step folds into the running
+    variance: "unbiased" (times n/(n-1), n values per channel) as torch.nn.BatchNorm2d
+    does, or "biased" as keras.layers.BatchNormalization does (trap 8). Both builders
+    honour it, so networks trained in either framework keep the same statistics.
     """
 
     epsilon: float = 1e-5
     running_stats_decay: float = 0.9
+    running_var: Literal["unbiased", "biased"] = "unbiased"
 
     def __post_init__(self) -> None:
         _check_float("batchnorm.epsilon", self.epsilon)
@@ -114,6 +120,7 @@ class BatchNormSpec:
                 "batchnorm.running_stats_decay is the weight of the old running value and must be in "
                 f"[0, 1), got {self.running_stats_decay!r} (torch momentum=0.1 is decay 0.9)"
             )
+        _check_choice("batchnorm.running_var", self.running_var, ("unbiased", "biased"))
 
 
 @dataclass(frozen=True, kw_only=True)
