@@ -224,7 +224,7 @@ def _read_spec(model: Any) -> ResNetSpec:
         stages=tuple(stages),
         stem={"widths": (conv1.filters,)},
         in_channels=int(conv1.kernel.shape[2]),
-        batchnorm=BatchNormSpec(float(bn.epsilon), float(bn.momentum)),
+        batchnorm=BatchNormSpec(float(bn.epsilon), float(bn.momentum), running_var="biased"),  # Keras's own BN
         num_classes=num_classes,
         head_activation=head,
     )

@@ -29,8 +29,8 @@ _TOP_LEVEL = re.compile(r"conv1|bn1|layer\d+|post_bn|fc")
 _TORCHVISION_STEM = {"stride": 2, "padding": None, "pool": "max", "pool_size": 3, "pool_stride": 2,
                      "pool_padding": None, "pool_pad_value": "-inf"}
 _CIFAR_STEM = {**_TORCHVISION_STEM, "stride": 1, "pool": "none"}
-_TORCH_BN = {"epsilon": 1e-5, "running_stats_decay": 0.9}
-_KERAS_BN = {"epsilon": 1.001e-5, "running_stats_decay": 0.99}
+_TORCH_BN = {"epsilon": 1e-5, "running_stats_decay": 0.9, "running_var": "unbiased"}
+_KERAS_BN = {"epsilon": 1.001e-5, "running_stats_decay": 0.99, "running_var": "biased"}
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,14 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
                                                strides 1, 2, 2, ... in each stage's first
                                                block (torchvision; timm alike)
     *numerics, outside the CIFAR row*
-    post_bn (pre-activation)                   BN epsilon 1.001e-5, decay 0.99; max-pool
-                                               pads zeros (keras.applications ResNetV2)
+    post_bn (pre-activation)                   BN epsilon 1.001e-5, decay 0.99, biased
+                                               running variance; max-pool pads zeros
+                                               (keras.applications ResNetV2)
     a bias on every conv, post-activation      the same, and the bottleneck stride on the
                                                first 1x1 (keras.applications ResNet: the
                                                one published biased v1 layout)
-    anything else                              BN epsilon 1e-5, decay 0.9; max-pool pads
+    anything else                              BN epsilon 1e-5, decay 0.9, unbiased
+                                               running variance; max-pool pads
                                                -inf; stride on the 3x3 (torchvision v1.5)
     *initialisation*
     deep stem, or the avg-pool shortcut        zero_init_last_bn=True (timm's default)

@@ -68,7 +68,8 @@ def test_conventions_reproduce_published_families(name: str) -> None:
 def test_tutorial_needs_hints_for_what_weights_cannot_show() -> None:
     spec = infer_spec(shapes_only(get_spec("tutorial_cifar_resnet18")))
     assert spec.differences(get_spec("tutorial_cifar_resnet18")) == [
-        "batchnorm.epsilon", "batchnorm.running_stats_decay", "stages[0].stride", "stem.padding", "stem.pool",
+        "batchnorm.epsilon", "batchnorm.running_stats_decay", "batchnorm.running_var", "stages[0].stride",
+        "stem.padding", "stem.pool",
         "stem.pool_pad_value", "stem.stride"]
     assert spec.name == "resnet"  # no preset has these conventions
 
@@ -91,7 +92,7 @@ def test_variants_outside_the_registry() -> None:
     biased = get_spec("resnet50", conv_bias="all")
     assert infer_spec(shapes_only(biased)) == get_spec("resnet50_v1")
     torch_like = infer_spec(shapes_only(biased), bottleneck_stride="3x3", stem={"pool_pad_value": "-inf"},
-                            batchnorm={"epsilon": 1e-5, "running_stats_decay": 0.9})
+                            batchnorm={"epsilon": 1e-5, "running_stats_decay": 0.9, "running_var": "unbiased"})
     assert torch_like.replace(name=biased.name) == biased
 
 
