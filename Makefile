@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # KERAS_BACKEND is fixed per process: the whole suite runs on TensorFlow, then the
 # tests marked keras_backend run again in one process per other backend.
-PYTEST := $(BIN)/python -m pytest -n 2 --dist loadfile -q
+PYTEST := $(BIN)/python -m pytest -n 2 -q --durations=25
 
 .PHONY: install test demo clean
 
