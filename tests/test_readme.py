@@ -22,3 +22,4 @@ def test_readme_python_examples_run_and_print_what_they_claim():
     assert lines[2].startswith("4.089")
     assert lines[3] == "['resnet50', 'resnet50_v1', 'resnet50_v2', 'resnet50d']"
     assert lines[4].startswith("LayerRow(name='conv1', kind='Conv', output_shape=(64, 112, 112)")
+    assert lines[5] == "resnet18 ResNet"
