@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from resnet_keras.build import ResNet
-from resnet_keras.weights import _variables
+from resnet_keras.weights import canonical_variables
 from shared_specs import WeightsError
 from shared_specs.training import (MOMENTUM_PREFIX, Metrics, SGDConfig, check_optimizer_state,
                                    check_trainable, classification_metrics, run_epoch)
@@ -142,7 +142,7 @@ def optimizer_state(model: ResNet, optimizer: TorchSGD) -> dict[str, np.ndarray]
     return {
         MOMENTUM_PREFIX + name: np.array(to_canonical(keras.ops.convert_to_numpy(
             optimizer.momentums[optimizer._get_variable_index(variable)])), copy=True)
-        for name, variable, _, to_canonical in _variables(model) if variable.trainable
+        for name, variable, _, to_canonical in canonical_variables(model) if variable.trainable
     }
 
 
@@ -153,7 +153,7 @@ def load_optimizer_state(model: ResNet, optimizer: TorchSGD, state: Mapping[str,
         return
     if not optimizer.momentums:
         raise WeightsError("optimizer state holds momentum buffers but this optimizer has momentum 0")
-    for name, variable, to_keras, _ in _variables(model):
+    for name, variable, to_keras, _ in canonical_variables(model):
         if variable.trainable:
             buffer = optimizer.momentums[optimizer._get_variable_index(variable)]
             buffer.assign(np.array(to_keras(checked[name]), dtype=buffer.dtype, order="C", copy=True))

@@ -114,7 +114,8 @@ def from_torch(model: Any) -> list[Node]:
     import torch.nn.functional as F
     from resnet_torch import layers as ours
 
-    leaves = (ours.PaddedMaxPool2d, ours.Subsample, ours.ChannelPad, ours.GlobalAvgPool, ours.SameConv2d)
+    leaves = (ours.PaddedMaxPool2d, ours.Subsample, ours.ChannelPad, ours.GlobalAvgPool, ours.SameConv2d,
+              ours.BiasedBatchNorm2d)
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: Any, qualname: str) -> bool:

@@ -37,7 +37,10 @@ SOURCE_CASES = {
                               stem={"norm": False}, conv_bias="unnormalized"),
 }
 
-KERAS_CLASS = {"Conv2d": "Conv2D", "BatchNorm2d": "BatchNormalization", "ReLU": "ReLU", "Linear": "Dense",
+# running_var "unbiased" (torch default) pairs nn.BatchNorm2d with our UnbiasedBatchNormalization, "biased"
+# (keras.applications) our BiasedBatchNorm2d with Keras's own BatchNormalization
+KERAS_CLASS = {"Conv2d": "Conv2D", "BatchNorm2d": "UnbiasedBatchNormalization", "BiasedBatchNorm2d": "BatchNormalization",
+               "ReLU": "ReLU", "Linear": "Dense",
                "MaxPool2d": "MaxPooling2D", "PaddedMaxPool2d": "MaxPooling2D", "GlobalAvgPool": "GlobalAveragePooling2D",
                "Subsample": "MaxPooling2D", "ResidualBlock": "Add", "SameConv2d": "Conv2D", "AvgPool2d": "AveragePooling2D",
                "ChannelPad": "ChannelPad", "Softmax": "Softmax"}
