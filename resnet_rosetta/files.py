@@ -2,9 +2,11 @@
 
 Formats are recognised by their content, not their name: safetensors (our canonical
 checkpoint, or a plain one), PyTorch `torch.save` files (read with
-`weights_only=True`: nothing is unpickled beyond tensors and containers), Keras
-`.keras` archives and Keras `.weights.h5`. Every write goes to a temp file renamed
-into place, so a failure leaves no half-written output.
+`weights_only=True`: nothing is unpickled beyond tensors and containers; a
+torchvision or timm state_dict is canonical as it is), Keras `.keras` archives (of
+our ResNet or of a keras.applications ResNet), Keras `.weights.h5` and ONNX graphs
+that kept their BatchNorms. Every write goes to a temp file renamed into place, so a
+failure leaves no half-written output.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from resnet_rosetta.frameworks import import_frameworks
 from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, infer_spec, write_checkpoint
 from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
 
-FORMATS = ("safetensors", "torch", "keras", "keras-weights")
+FORMATS = ("safetensors", "torch", "keras", "keras-weights", "onnx")
+# What `write_model_file` can write: FORMATS, and keras.applications' own model as a .keras file.
+OUTPUT_FORMATS = (*FORMATS, "keras-applications")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -49,17 +53,31 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise CheckpointError(f"{path}: a zip archive that is neither a .keras model nor a torch.save file")
     if head[:1] == b"\x80":  # a pickle: torch.save's legacy format; read with weights_only
         return "torch"
-    raise CheckpointError(f"{path}: unrecognised format (not safetensors, torch.save, .keras or HDF5)")
+    if head[:1] == b"\x08":  # protobuf field 1 (ir_version, a varint): how every ONNX ModelProto starts
+        return "onnx"
+    raise CheckpointError(f"{path}: unrecognised format (not safetensors, torch.save, .keras, HDF5 or ONNX)")
 
 
-def format_for_output(path: str | os.PathLike[str]) -> str:
-    """The format an output path asks for, by its suffix."""
+_SUFFIXES = {".safetensors": "safetensors", ".weights.h5": "keras-weights", ".keras": "keras", ".pth": "torch",
+             ".pt": "torch", ".bin": "torch", ".onnx": "onnx"}
+
+
+def format_for_output(path: str | os.PathLike[str], to: str | None = None) -> str:
+    """The format to write `path` in: `to` (one of OUTPUT_FORMATS) if given, else the
+    suffix's. keras.applications models are written as .keras archives."""
     name = str(path)
-    for suffix, fmt in ((".safetensors", "safetensors"), (".weights.h5", "keras-weights"), (".keras", "keras"),
-                        (".pth", "torch"), (".pt", "torch"), (".bin", "torch")):
-        if name.endswith(suffix):
-            return fmt
-    raise CheckpointError(f"{path}: cannot tell the output format; use .safetensors, .pth/.pt, .keras or .weights.h5")
+    by_suffix = next((fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None)
+    if to is None:
+        if by_suffix is None:
+            raise CheckpointError(f"{path}: cannot tell the output format; use .safetensors, .pth/.pt, .keras, "
+                                  ".weights.h5 or .onnx, or name it with --to")
+        return by_suffix
+    if to not in OUTPUT_FORMATS:
+        raise CheckpointError(f"--to {to}: not a format; choose from {', '.join(OUTPUT_FORMATS)}")
+    needs = {"keras": ".keras", "keras-weights": ".weights.h5", "keras-applications": ".keras"}.get(to)
+    if needs and not name.endswith(needs):  # Keras refuses any other suffix
+        raise CheckpointError(f"{path}: Keras writes {to} only to a file named *{needs}")
+    return to
 
 
 def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
@@ -81,6 +99,10 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
     if fmt == "torch":
         weights = _read_torch(path)
         return _pick_spec(path, None, spec, weights), weights
+    if fmt == "onnx":
+        from resnet_rosetta.onnx_import import from_onnx
+
+        return from_onnx(path, spec)
     torch, keras = import_frameworks()
     import resnet_keras as rk
 
@@ -89,9 +111,14 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
             model = keras.saving.load_model(path, compile=False)
         except Exception as err:  # Keras raises many types for a damaged archive
             raise CheckpointError(f"{path}: cannot load the .keras model: {err}") from None
-        if not isinstance(model, rk.ResNet):
-            raise CheckpointError(f"{path}: a .keras model that is not a resnet-rosetta ResNet ({type(model).__name__})")
-        return _pick_spec(path, model.spec, spec), rk.export_weights(model)
+        if isinstance(model, rk.ResNet):
+            return _pick_spec(path, model.spec, spec), rk.export_weights(model)
+        try:
+            found, weights = rk.from_keras_applications(model)
+        except SpecError as err:
+            raise CheckpointError(f"{path}: a .keras model that is neither a resnet-rosetta ResNet nor a "
+                                  f"keras.applications ResNet: {err}") from None
+        return _pick_spec(path, found, spec), weights
     model = rk.build(_need_spec(path, spec))
     try:
         model.load_weights(path)
@@ -100,21 +127,37 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
     return model.spec, rk.export_weights(model)
 
 
-def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> None:
-    """Write `weights` of `spec` in the format `path`'s suffix names, atomically."""
-    fmt = format_for_output(path)
+def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray],
+                     to: str | None = None) -> None:
+    """Write `weights` of `spec` atomically, in format `to` or else the one `path`'s suffix names.
+
+    "torch" writes a state_dict, which torchvision's and timm's models load as it is;
+    "keras-applications" the keras.applications model itself (SpecError if it has
+    none of `spec`); "onnx" the graph `resnet_torch.export_onnx` writes.
+    """
+    fmt = format_for_output(path, to)
     if fmt == "safetensors":
         write_checkpoint(path, weights, spec)
         return
     torch, keras = import_frameworks()
     if fmt == "torch":
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in check_weights(spec, weights).items()}
         atomic_write(path, lambda f: torch.save(state, f))
+        return
+    if fmt == "onnx":
+        import resnet_torch as rt
+
+        source = rt.build(spec)
+        rt.import_weights(source, weights)
+        rt.export_onnx(source, path)
         return
     import resnet_keras as rk
 
-    model = rk.build(spec)
-    rk.import_weights(model, weights)
+    if fmt == "keras-applications":
+        model = rk.to_keras_applications(spec, weights)
+    else:
+        model = rk.build(spec)
+        rk.import_weights(model, weights)
     target = Path(path)
     # Keras insists on the suffix, so the temp file keeps it; renamed when complete.
     suffix = ".weights.h5" if fmt == "keras-weights" else ".keras"

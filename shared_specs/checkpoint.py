@@ -63,14 +63,22 @@ def _write_all(f, blob: bytes, arrays: list[np.ndarray]) -> None:  # type: ignor
         f.write(array.tobytes())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write) -> None:  # type: ignore[no-untyped-def]
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`.
 
-    A crash or an exception leaves `path` as it was and no temp file behind.
+    A crash or an exception leaves `path` as it was and no temp file behind. The file
+    gets the permissions `open()` would give it (mkstemp's are owner-only).
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -99,3 +99,58 @@ def test_port_rejects_an_unknown_output_suffix(capsys, tmp_path):
     code, _, err = run(capsys, "port", str(src), str(tmp_path / "out.onnx2"))
     assert code == 2 and "cannot tell the output format" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]
+
+
+def test_convert_writes_a_keras_applications_model_and_reads_it_back(capsys, tmp_path):
+    import keras
+
+    spec = get_spec("resnet50_v2", num_classes=10)
+    weights = random_weights(spec)
+    src = tmp_path / "src.safetensors"
+    rt.save_weights(_loaded(spec, weights), src)
+    app = tmp_path / "app.keras"
+    code, out, err = run(capsys, "convert", str(src), str(app), "--to", "keras-applications", "--no-check")
+    assert code == 0 and "keras-applications" in out, err
+    model = keras.saving.load_model(app, compile=False)  # keras's own loader, no resnet-rosetta class needed
+    assert type(model).__name__ == "Functional" and model.get_layer("conv1_conv").kernel.shape == (7, 7, 3, 64)
+    back = tmp_path / "back.safetensors"
+    code, out, err = run(capsys, "convert", str(app), str(back), "--input-size", "32")
+    assert code == 0, err
+    assert float(out.split(" = ")[1].split()[0]) < 1e-4, out  # the float32 parity bound (tests/support.py)
+    stored, final, _ = read_checkpoint(back)
+    assert stored.differences(spec) == []
+    assert all(np.array_equal(final[k], weights[k]) for k in weights)  # lossless both ways
+
+
+def test_convert_to_onnx_and_back_is_lossless(capsys, tmp_path):
+    from resnet_rosetta.files import detect_format
+
+    spec = get_spec("cifar_resnet20")
+    weights = random_weights(spec)
+    src = tmp_path / "src.safetensors"
+    rt.save_weights(_loaded(spec, weights), src)
+    graph = tmp_path / "m.onnx"
+    code, _, err = run(capsys, "convert", str(src), str(graph), "--no-check")
+    assert code == 0, err
+    disguised = tmp_path / "m.bin"
+    disguised.write_bytes(graph.read_bytes())
+    assert detect_format(disguised) == "onnx"
+    back = tmp_path / "back.safetensors"
+    code, out, err = run(capsys, "port", str(disguised), str(back), "--input-size", "32")
+    assert code == 0, err
+    assert float(out.split(" = ")[1].split()[0]) < 1e-4, out  # the float32 parity bound (tests/support.py)
+    _, final, _ = read_checkpoint(back)
+    assert all(np.array_equal(final[k], weights[k]) for k in weights)
+
+
+def test_convert_refuses_a_format_its_suffix_cannot_hold_before_reading(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.h5"),
+                       "--to", "keras-weights")
+    assert code == 2 and "Keras writes keras-weights only to a file named *.weights.h5" in err
+    assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def _loaded(spec, weights):
+    model = rt.build(spec)
+    rt.import_weights(model, weights)
+    return model

@@ -156,6 +156,17 @@ def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
 
 
+def test_written_file_has_the_permissions_open_would_give(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        write_checkpoint(tmp_path / "m.safetensors", random_weights(get_spec("cifar_resnet20")), get_spec("cifar_resnet20"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o640  # 0o666 & ~umask, not mkstemp's 0o600
+
+
 @pytest.mark.parametrize(
     ("mangle", "message"),
     [
