@@ -85,8 +85,9 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
     Trap(8, "BatchNorm running variance", "stores the unbiased batch variance (n / (n - 1))",
          "stores the biased batch variance",
          "running variances drift apart by n / (n - 1) per step: large on the small late feature maps",
-         "not hidden: both builders use their framework's own BatchNorm, so inference parity holds and training "
-         "comparisons must allow this ratio (exact training parity would need a custom BN layer)",
+         "spec field `batchnorm.running_var` (\"unbiased\", torch's, or \"biased\", Keras's); the builder whose "
+         "framework lacks the asked-for one uses `UnbiasedBatchNormalization` (resnet_keras/layers.py) or "
+         "`BiasedBatchNorm2d` (resnet_torch/layers.py), so training-mode statistics agree too",
          train.bn_variance, lambda m: f"x{m.values['ratio_last']:.3g} batch variance at {m.values['last_bn']}",
          backend_specific=True),
     Trap(9, "train vs eval, frozen layers", "module.train() / .eval(); requires_grad=False does not stop BN updates",
