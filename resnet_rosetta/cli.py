@@ -8,6 +8,7 @@ adds its parser and sets `func`; this file only lists them. Errors on bad input
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    # Keras's TensorFlow backend runs a grouped conv (ResNeXt) on CPU through a tf.function it
+    # creates anew at every eager call, and TensorFlow warns of "retracing" each time after the
+    # fifth: noise in a command's output, not a problem of the user's.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except (SpecError, WeightsError, CheckpointError) as err:
