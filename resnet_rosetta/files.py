@@ -121,10 +121,36 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
         return _pick_spec(path, found, spec), weights
     model = rk.build(_need_spec(path, spec))
     try:
-        model.load_weights(path)
+        _load_keras_weights(model, path)
+        return model.spec, rk.export_weights(model)
+    except Exception as err:  # Keras raises ValueError and others for weights of another model
+        ours = f"not into resnet_keras.build({model.spec.name!r}): {_one_line(err)}"
+    # A Keras weights file has no architecture, and keras.applications' own (Keras 3 .weights.h5,
+    # or the legacy .h5 its published weights come in) load only into its own model.
+    try:
+        app = rk.to_keras_applications(model.spec, rk.export_weights(model))
+    except SpecError:
+        raise CheckpointError(f"{path}: cannot load these Keras weights, {ours}") from None
+    try:
+        _load_keras_weights(app, path)
     except Exception as err:
-        raise CheckpointError(f"{path}: cannot load these Keras weights into {model.spec.name}: {err}") from None
-    return model.spec, rk.export_weights(model)
+        raise CheckpointError(f"{path}: cannot load these Keras weights, {ours}; nor into keras.applications' "
+                              f"{app.name}: {_one_line(err)}") from None
+    found, weights = rk.from_keras_applications(app)
+    return _pick_spec(path, found, model.spec), weights
+
+
+def _load_keras_weights(model: object, path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # Keras warns of each layer it skips, then raises: the error says it
+        warnings.simplefilter("ignore")
+        model.load_weights(path)  # type: ignore[attr-defined]
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__  # Keras's messages span several lines
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray],

@@ -104,3 +104,24 @@ def test_integer_tensors_are_refused(capsys, tmp_path, state):
     path = tmp_path / "m.pth"
     torch.save(state, path)
     refuse(capsys, tmp_path, path, "bn1.weight has dtype int64, expected a floating type")
+
+
+def test_keras_applications_weight_files_read_with_a_preset(capsys, tmp_path):
+    # Keras weight files carry no architecture; keras.applications' own (Keras 3 .weights.h5 and
+    # the legacy .h5 its published ImageNet weights come in) load only into its own model.
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    import resnet_keras as rk
+
+    spec = get_spec("resnet50_v2", num_classes=10)
+    weights = random_weights(spec)
+    app = rk.to_keras_applications(spec, weights)
+    app.save_weights(tmp_path / "app.weights.h5")
+    with h5py.File(tmp_path / "legacy.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, app)
+    for name in ("app.weights.h5", "legacy.h5"):
+        found, read = read_model_file(tmp_path / name, spec)
+        assert found == spec and all(np.array_equal(read[k], weights[k]) for k in weights), name
+    refuse(capsys, tmp_path, tmp_path / "app.weights.h5", "cannot load these Keras weights, not into "
+           "resnet_keras.build('resnet18')", "--preset", "resnet18")
