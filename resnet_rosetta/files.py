@@ -89,8 +89,9 @@ def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None
 
 def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
     """Files that carry no spec (a .pth state_dict, a plain safetensors file) get it from
-    `spec`, else from `shared_specs.infer_spec` on their tensor names and shapes; a
-    .weights.h5 needs `spec`. A file's own spec must equal a given one.
+    `spec`, else from `shared_specs.infer_spec` on their tensor names and shapes; Keras
+    weight files need `spec`. A file's own spec (ours, or a keras.applications model's)
+    must equal a given one.
     """
     fmt = detect_format(path)
     if fmt == "safetensors":
@@ -110,7 +111,7 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
         try:
             model = keras.saving.load_model(path, compile=False)
         except Exception as err:  # Keras raises many types for a damaged archive
-            raise CheckpointError(f"{path}: cannot load the .keras model: {err}") from None
+            raise CheckpointError(f"{path}: cannot load the .keras model: {_one_line(err)}") from None
         if isinstance(model, rk.ResNet):
             return _pick_spec(path, model.spec, spec), rk.export_weights(model)
         try:
