@@ -39,14 +39,7 @@ def test_seed000_is_a_faithful_resnet34() -> None:
     check = seeds.check_seed("000")
     assert check.built and check.faithful and check.findings == ()
     model = seeds.seed000().eval()
-    spec = get_spec("resnet34")
-    weights = random_weights(spec)
-    load_matched_torch(model, seeds.architecture_of(model), "resnet34", weights)
-    ours = rt.build(spec)
-    rt.import_weights(ours, weights)
-    x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
-    # same ATen kernels in the same order: identical in practice, held to the float32 bound
-    assert_f32_close(torch_forward(model, x), torch_forward(ours, x), "seed 000 vs resnet34")
+    assert_same_outputs(model, seeds.architecture_of(model), "resnet34")
 
 
 def test_seed001_bugs_against_resnet18() -> None:
@@ -63,13 +56,19 @@ def test_preset_tutorial_cifar_resnet18_is_post_001() -> None:
     model = seeds.seed001().eval()
     arch = seeds.architecture_of(model)
     assert A.compare(arch, plan_arch("tutorial_cifar_resnet18")) == []
-    spec = get_spec("tutorial_cifar_resnet18")
+    assert_same_outputs(model, arch, "tutorial_cifar_resnet18")
+
+
+def assert_same_outputs(model, arch, preset: str) -> None:  # type: ignore[no-untyped-def]
+    """The seed's model and our preset, holding the same random weights, compute the same function."""
+    spec = get_spec(preset)
     weights = random_weights(spec)
-    load_matched_torch(model, arch, "tutorial_cifar_resnet18", weights)
+    load_matched_torch(model, arch, preset, weights)
     ours = rt.build(spec)
     rt.import_weights(ours, weights)
     x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
-    assert_f32_close(torch_forward(model, x), torch_forward(ours, x), "seed 001 vs its preset")
+    # same ATen kernels in the same order: identical in practice, held to the float32 bound
+    assert_f32_close(torch_forward(model, x), torch_forward(ours, x), f"seed model vs {preset}")
 
 
 def test_seed003_torch_bugs() -> None:
