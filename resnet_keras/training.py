@@ -19,8 +19,15 @@ import numpy as np
 from resnet_keras.build import ResNet
 from resnet_keras.weights import canonical_variables
 from shared_specs import WeightsError
-from shared_specs.training import (MOMENTUM_PREFIX, Metrics, SGDConfig, check_optimizer_state,
-                                   check_trainable, classification_metrics, run_epoch)
+from shared_specs.training import (
+    MOMENTUM_PREFIX,
+    Metrics,
+    SGDConfig,
+    check_optimizer_state,
+    check_trainable,
+    classification_metrics,
+    run_epoch,
+)
 
 
 @keras.saving.register_keras_serializable(package="resnet_keras")

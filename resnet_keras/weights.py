@@ -17,8 +17,8 @@ import numpy as np
 from resnet_keras.build import ResNet, build
 from resnet_keras.layers import keras_name
 from shared_specs import check_weights, make_plan, write_checkpoint
-from shared_specs.checkpoint import read_spec_and_weights, read_weights_for
 from shared_specs import plan as P
+from shared_specs.checkpoint import read_spec_and_weights, read_weights_for
 
 Transform = Callable[[np.ndarray], np.ndarray]
 

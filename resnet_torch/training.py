@@ -17,8 +17,15 @@ import torch.nn.functional as F
 
 from resnet_torch.build import ResNet
 from shared_specs import WeightsError
-from shared_specs.training import (MOMENTUM_PREFIX, Metrics, SGDConfig, check_optimizer_state,
-                                   check_trainable, classification_metrics, run_epoch)
+from shared_specs.training import (
+    MOMENTUM_PREFIX,
+    Metrics,
+    SGDConfig,
+    check_optimizer_state,
+    check_trainable,
+    classification_metrics,
+    run_epoch,
+)
 
 
 def make_optimizer(model: ResNet, config: SGDConfig) -> torch.optim.SGD:

@@ -1,17 +1,16 @@
 """The resnet-rosetta command: list, show, port, and one-line errors with exit status 2."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import random_weights
 
 import resnet_torch as rt
 from resnet_rosetta.cli import main
 from shared_specs import ResNetSpec, get_spec, layer_table, read_checkpoint
+from support import random_weights
 
 
 def run(capsys, *argv):
@@ -123,7 +122,7 @@ def test_convert_writes_a_keras_applications_model_and_reads_it_back(capsys, tmp
 
 
 def test_convert_to_onnx_and_back_is_lossless(capsys, tmp_path):
-    from resnet_rosetta.files import detect_format
+    from resnet_rosetta.interop.files import detect_format
 
     spec = get_spec("cifar_resnet20")
     weights = random_weights(spec)

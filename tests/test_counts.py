@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 import torch
-from support import nhwc
 from torch.utils.flop_counter import FlopCounterMode
 
 import resnet_keras as rk
 import resnet_torch as rt
 from resnet_keras.layers import keras_name
 from shared_specs import ParamCount, count_flops, count_params, get_spec, layer_table, list_presets, output_shape
+from support import nhwc
 
 # torchvision's model documentation (trainable parameters, 1000 classes)
 TORCHVISION_PARAMS = {

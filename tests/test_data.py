@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_rosetta.data import CIFAR10, CIFAR100, CifarFormat, load_dataset, read_cifar_file
+from resnet_rosetta.training.data import CIFAR10, CIFAR100, CifarFormat, load_dataset, read_cifar_file
 from shared_specs.errors import CheckpointError, DataError
 
 # The official files hold 10,000 (CIFAR-10) or 50,000 records; these tests write a few.

@@ -4,15 +4,14 @@ Only the faithful-port test runs on every Keras backend (it proves layer outputs
 alike on each); diagnosing a naive port is backend-independent logic, run once.
 """
 
-import numpy as np
 import pytest
-from support import random_weights
 
 import resnet_keras as rk
 import resnet_torch as rt
 from resnet_rosetta.cli import main
-from resnet_rosetta.diff import diff, plot
+from resnet_rosetta.interop.diff import diff, plot
 from shared_specs import get_spec, make_plan
+from support import random_weights
 
 
 def models(name="resnet18", seed=0, **keras_overrides):
@@ -111,7 +110,7 @@ NAIVE_CASES = [  # (preset, naive trap, target framework, first diverging layer,
 
 @pytest.mark.parametrize(("name", "trap", "framework", "first", "cause"), NAIVE_CASES)
 def test_each_naive_port_is_diagnosed_where_it_bites(name, trap, framework, first, cause):
-    from resnet_rosetta.naive import naive_port
+    from resnet_rosetta.teaching.naive import naive_port
 
     spec = get_spec(name)
     weights = random_weights(spec, seed=4)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import resnet_torch as rt
-from resnet_rosetta.runs import HISTORY_FILE, RunSettings, load_framework, train
+from resnet_rosetta.training.runs import HISTORY_FILE, RunSettings, load_framework, train
 from resnet_torch import training as tt
 from shared_specs import get_spec, make_plan, read_checkpoint
 from shared_specs.checkpoint import read_spec_and_weights

@@ -7,12 +7,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from support import random_weights
 
 import resnet_torch as rt
 from resnet_rosetta.cli import main
-from resnet_rosetta.files import detect_format, read_model_file, write_model_file
-from shared_specs import CheckpointError, WeightsError, get_spec
+from resnet_rosetta.interop.files import detect_format, read_model_file, write_model_file
+from shared_specs import WeightsError, get_spec
+from support import random_weights
 
 
 @pytest.fixture

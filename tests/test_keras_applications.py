@@ -12,11 +12,11 @@ import math
 import keras
 import numpy as np
 import pytest
-from support import assert_f32_close, keras_forward, nchw, nhwc, random_input, random_weights, torch_forward
 
 import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import ResNetSpec, SpecError, WeightsError, get_spec
+from support import assert_f32_close, keras_forward, nchw, nhwc, random_input, random_weights, torch_forward
 
 pytestmark = pytest.mark.keras_backend
 

@@ -24,13 +24,13 @@ import onnxruntime as ort
 import pytest
 import torch
 import torchvision
-from support import BACKEND, assert_f32_close, keras_forward, nhwc, random_input, random_weights, torch_forward
 
 import resnet_keras as rk
 import resnet_torch as rt
-from resnet_rosetta.onnx_import import from_onnx
+from resnet_rosetta.interop.onnx_import import from_onnx
 from resnet_torch.layers import same_padding
 from shared_specs import CheckpointError, ResNetSpec, SpecError, StageSpec, get_spec
+from support import BACKEND, assert_f32_close, keras_forward, nhwc, random_input, random_weights, torch_forward
 
 
 def trimmed(name: str, depths: tuple[int, ...]) -> ResNetSpec:

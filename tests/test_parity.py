@@ -9,6 +9,10 @@ import zlib
 
 import numpy as np
 import pytest
+
+import resnet_keras as rk
+import resnet_torch as rt
+from shared_specs import count_params, get_spec, list_presets
 from support import (
     BACKEND,
     F32_ATOL_SCALE,
@@ -21,10 +25,6 @@ from support import (
     torch_forward,
     torch_gradients,
 )
-
-import resnet_keras as rk
-import resnet_torch as rt
-from shared_specs import count_params, get_spec, list_presets
 
 pytestmark = pytest.mark.keras_backend
 

@@ -9,11 +9,11 @@ keras_backend and `make test` runs it in the TensorFlow process only.
 import numpy as np
 import pytest
 import torch
-from support import BACKEND, keras_forward, random_input, random_weights, torch_forward
 
 import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import get_spec, list_presets
+from support import BACKEND, keras_forward, random_input, random_weights, torch_forward
 
 # float64 rounding (2.2e-16) accumulated over ~10^4-term dot products and up to a few hundred
 # layers stays below 1e-12; 1e-10 leaves margin while any real mismatch (epsilon, padding,

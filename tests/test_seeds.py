@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import assert_f32_close, keras_forward, torch_forward
 
 import resnet_keras as rk
 import resnet_torch as rt
-from resnet_rosetta import architecture as A
-from resnet_rosetta import seeds
 from resnet_rosetta.cli import main
+from resnet_rosetta.teaching import architecture as A
+from resnet_rosetta.teaching import seeds
 from shared_specs import SpecError, get_spec
 from shared_specs.synthetic import random_weights
+from support import assert_f32_close, keras_forward, torch_forward
 
 
 def codes(findings: tuple[A.Finding, ...], architectural: bool | None = None) -> set[str]:

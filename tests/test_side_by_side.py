@@ -4,18 +4,17 @@ exactly what our builders build."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from support import assert_f32_close, keras_forward, random_input, torch_forward
 
 import resnet_keras as rk
 import resnet_torch as rt
 from resnet_rosetta.cli import main
-from resnet_rosetta.side_by_side import side_by_side
-from resnet_rosetta.source import resnet_source
+from resnet_rosetta.teaching.side_by_side import side_by_side
+from resnet_rosetta.teaching.source import resnet_source
 from shared_specs import SpecError, get_spec, make_plan
 from shared_specs.synthetic import random_weights
+from support import assert_f32_close, keras_forward, random_input, torch_forward
 
 pytestmark = pytest.mark.keras_backend
 

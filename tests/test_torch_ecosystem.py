@@ -23,12 +23,12 @@ import pytest
 import timm
 import torch
 import torchvision
-from support import assert_f32_close, keras_forward, random_input, torch_forward
 from torch import nn
 
 import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import ResNetSpec, SpecError, WeightsError, canonical_shapes, count_params, get_spec
+from support import assert_f32_close, keras_forward, random_input, torch_forward
 
 ODD, SQUARE = (33, 47), (64, 64)
 

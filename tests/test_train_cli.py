@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 
 from resnet_rosetta import cli
-from resnet_rosetta.runs import (HISTORY_FILE, STATE_FILE, RunSettings, load_framework, prepare_data, read_state,
-                                 spec_for_data, train)
+from resnet_rosetta.training.runs import (
+    HISTORY_FILE,
+    STATE_FILE,
+    RunSettings,
+    load_framework,
+    prepare_data,
+    read_state,
+    spec_for_data,
+    train,
+)
 from shared_specs import check_weights, get_spec, make_plan, read_checkpoint, write_checkpoint
 from shared_specs.checkpoint import read_spec_and_weights
 from shared_specs.training import SGDConfig, initial_weights

@@ -16,8 +16,7 @@ from resnet_torch import training as tt
 from resnet_torch.layers import BiasedBatchNorm2d, make_layer
 from shared_specs import BatchNormSpec, ResNetSpec, SpecError, StageSpec, StemSpec, WeightsError, get_spec
 from shared_specs.plan import BatchNorm
-from shared_specs.training import (Augment, SGDConfig, classification_metrics, epoch_batches, epoch_order,
-                                   shard)
+from shared_specs.training import Augment, SGDConfig, classification_metrics, epoch_batches, epoch_order, shard
 from tests.support import BACKEND, assert_f32_close
 
 # Small enough for seconds per run, yet every kind of layer that trains: BN in the

@@ -12,15 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from support import BACKEND, F32_RTOL
 
-from resnet_rosetta import naive, traps
-from resnet_rosetta import traps_numerics as num
-from resnet_rosetta import traps_porting as port
-from resnet_rosetta import traps_training as train
 from resnet_rosetta.cli import main
+from resnet_rosetta.teaching import naive
+from resnet_rosetta.teaching import traps_numerics as num
+from resnet_rosetta.teaching import traps_porting as port
+from resnet_rosetta.teaching import traps_training as train
 from shared_specs import SpecError, get_spec
 from shared_specs.synthetic import random_weights
+from support import BACKEND, F32_RTOL
 
 pytestmark = pytest.mark.keras_backend
 

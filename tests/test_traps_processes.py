@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from resnet_rosetta import traps
-from resnet_rosetta import traps_numerics as num
+from resnet_rosetta.teaching import traps
+from resnet_rosetta.teaching import traps_numerics as num
 
 
 def test_trap_table_covers_the_reference_numbering() -> None:

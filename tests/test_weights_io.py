@@ -8,12 +8,12 @@ import pytest
 import safetensors.numpy
 import torch
 import torchvision
-from support import random_weights
 
 import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import CheckpointError, WeightsError, canonical_shapes, get_spec, read_checkpoint, write_checkpoint
 from shared_specs import checkpoint as ckpt
+from support import random_weights
 
 
 def snapshot_torch(model):

@@ -1,7 +1,7 @@
 """Measurements of the porting traps (1-6, 14, 19, 20): a naive port against a correct one.
 
 Each function builds a real network (a preset, random weights and BN statistics),
-ports it naively (`resnet_rosetta.naive`) and correctly, and reports how far each
+ports it naively (`resnet_rosetta.teaching.naive`) and correctly, and reports how far each
 lands from the source model and at which layer the naive one first goes wrong.
 """
 
@@ -10,9 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.layer_outputs import relative_difference
-from resnet_rosetta.measured import Anchor, Measured, PortComparison, anchor, compare, describe_port, g, setting
-from resnet_rosetta.naive import Framework, flatten_dense_kernel, naive_port
+from resnet_rosetta.interop.layer_outputs import relative_difference
+from resnet_rosetta.teaching.measured import (
+    Anchor,
+    Measured,
+    PortComparison,
+    anchor,
+    compare,
+    describe_port,
+    g,
+    setting,
+)
+from resnet_rosetta.teaching.naive import Framework, flatten_dense_kernel, naive_port
 from shared_specs import ResNetSpec, count_flops, count_params, get_spec, make_plan, output_shape
 from shared_specs import plan as P
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.layer_outputs import first_divergence, relative_difference
-from resnet_rosetta.measured import Measured, anchor, g, setting
+from resnet_rosetta.interop.layer_outputs import first_divergence, relative_difference
+from resnet_rosetta.teaching.measured import Measured, anchor, g, setting
 from shared_specs import ResNetSpec
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_rosetta import traps_numerics as num
-from resnet_rosetta import traps_porting as port
-from resnet_rosetta import traps_training as train
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.measured import BITE, Measured, g
+from resnet_rosetta.teaching import traps_numerics as num
+from resnet_rosetta.teaching import traps_porting as port
+from resnet_rosetta.teaching import traps_training as train
+from resnet_rosetta.teaching.measured import BITE, Measured, g
 from shared_specs import SpecError
 
 BACKENDS = ("tensorflow", "jax", "torch")

@@ -108,8 +108,8 @@ def port_story(args: argparse.Namespace) -> bool:
 
 def training_story(args: argparse.Namespace) -> bool:
     """Train in each framework, evaluate each result in both, plot what happened."""
-    from resnet_rosetta.diff import diff, plot
-    from resnet_rosetta.runs import RunSettings, evaluate_checkpoint, load_framework, train
+    from resnet_rosetta.interop.diff import diff, plot
+    from resnet_rosetta.training.runs import RunSettings, evaluate_checkpoint, load_framework, train
 
     out = Path(args.out)
     frameworks = {name: load_framework(name) for name in ("torch", "keras")}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.data import Dataset, load_dataset
+from resnet_rosetta.training.data import Dataset, load_dataset
 from shared_specs import CheckpointError, ResNetSpec, SpecError, read_checkpoint, write_checkpoint
 from shared_specs.checkpoint import atomic_write, read_spec_and_weights
 from shared_specs.training import Metrics, SGDConfig, epoch_batches, initial_weights

@@ -112,6 +112,7 @@ def from_torch(model: Any) -> list[Node]:
     torch, _ = import_frameworks()
     import torch.fx as fx
     import torch.nn.functional as F
+
     from resnet_torch import layers as ours
 
     leaves = (ours.PaddedMaxPool2d, ours.Subsample, ours.ChannelPad, ours.GlobalAvgPool, ours.SameConv2d,

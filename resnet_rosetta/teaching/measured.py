@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.layer_outputs import first_divergence, keras_outputs, relative_difference, torch_outputs
+from resnet_rosetta.interop.layer_outputs import first_divergence, keras_outputs, relative_difference, torch_outputs
 from shared_specs import ResNetSpec, resolve_spec
 from shared_specs.synthetic import random_weights
 

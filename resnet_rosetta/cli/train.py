@@ -15,8 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from resnet_rosetta.runs import (FRAMEWORKS, RunSettings, evaluate_checkpoint, load_framework, read_state,
-                                 train)
+from resnet_rosetta.training.runs import FRAMEWORKS, RunSettings, evaluate_checkpoint, load_framework, read_state, train
 from shared_specs import SpecError, get_spec
 from shared_specs.training import SGDConfig
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.diff import DEFAULT_TOLERANCE, as_side, diff, file_side, plot
-from resnet_rosetta.files import detect_format
-from resnet_rosetta.naive import naive_port
+from resnet_rosetta.interop.diff import DEFAULT_TOLERANCE, as_side, diff, file_side, plot
+from resnet_rosetta.interop.files import detect_format
+from resnet_rosetta.teaching.naive import naive_port
 from shared_specs import CheckpointError, SpecError, get_spec
 
 
@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
     p.add_argument("a")
     p.add_argument("b", nargs="?", help="omit with --naive")
     p.add_argument("--naive", metavar="TRAP", help="compare A with a naive port of A into the other framework that "
-                   "falls into TRAP (resnet_rosetta.naive: kernel-reshape, same-padding, bn-epsilon, ...)")
+                   "falls into TRAP (resnet_rosetta.teaching.naive: kernel-reshape, same-padding, bn-epsilon, ...)")
     p.add_argument("--framework-a", choices=("torch", "keras"))
     p.add_argument("--framework-b", choices=("torch", "keras"))
     p.add_argument("--preset", help="architecture of files that carry no spec")

@@ -101,7 +101,7 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
         weights = _read_torch(path)
         return _pick_spec(path, None, spec, weights), weights
     if fmt == "onnx":
-        from resnet_rosetta.onnx_import import from_onnx
+        from resnet_rosetta.interop.onnx_import import from_onnx
 
         return from_onnx(path, spec)
     torch, keras = import_frameworks()

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.measured import BATCH, BITE, Anchor, Measured, anchor, g, is_keras, setting
-from resnet_rosetta.naive import naive_port
+from resnet_rosetta.teaching.measured import BATCH, BITE, Anchor, Measured, anchor, g, is_keras, setting
+from resnet_rosetta.teaching.naive import naive_port
 from shared_specs import ResNetSpec, layer_table, make_plan, resolve_spec
 from shared_specs import plan as P
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from resnet_rosetta.commands_specs import default_input, parse_hw
+from resnet_rosetta.cli.specs import default_input, parse_hw
 from shared_specs import SpecError, get_spec
 from shared_specs.checkpoint import atomic_write
 
@@ -58,7 +58,7 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from resnet_rosetta import traps
+    from resnet_rosetta.teaching import traps
 
     for n in args.traps:
         traps.get_trap(n)  # every bad number is an error before anything is measured
@@ -81,8 +81,8 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_side_by_side(args: argparse.Namespace) -> int:
-    from resnet_rosetta.side_by_side import format_rows, side_by_side
     from resnet_rosetta.table import format_table
+    from resnet_rosetta.teaching.side_by_side import format_rows, side_by_side
 
     spec = get_spec(args.name)
     hw = args.input or default_input(args.name)
@@ -93,15 +93,15 @@ def run_side_by_side(args: argparse.Namespace) -> int:
 
 
 def run_source(args: argparse.Namespace) -> int:
-    from resnet_rosetta.source import resnet_source
+    from resnet_rosetta.teaching.source import resnet_source
 
     _emit(resnet_source(get_spec(args.name), args.framework, preset=args.name), args.output)
     return 0
 
 
 def run_seeds(args: argparse.Namespace) -> int:
-    from resnet_rosetta import seeds
     from resnet_rosetta.table import format_table
+    from resnet_rosetta.teaching import seeds
 
     if args.id:
         print(seeds.format_check(seeds.check_seed(args.id)))

@@ -4,7 +4,7 @@ Five Chinese blog posts (shared/seeds/000-004) teach ResNet with PyTorch and Ker
 code. The models below follow each post's code layer for layer (rewritten here, with
 the posts' module names and defaults), including what the posts get wrong. The
 checker does not know those mistakes: it reads each built model's graph
-(`resnet_rosetta.architecture`: torch.fx or the Keras graph) and compares it with
+(`resnet_rosetta.teaching.architecture`: torch.fx or the Keras graph) and compares it with
 the paper's network the post claims to build, as our preset of that name.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_rosetta import architecture as A
 from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.teaching import architecture as A
 from shared_specs import SpecError, get_spec
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from resnet_rosetta.files import OUTPUT_FORMATS, format_for_output, read_model_file, write_model_file
-from resnet_rosetta.parity import describe, measure_parity
+from resnet_rosetta.interop.files import OUTPUT_FORMATS, format_for_output, read_model_file, write_model_file
+from resnet_rosetta.interop.parity import describe, measure_parity
 from shared_specs import get_spec
 
 

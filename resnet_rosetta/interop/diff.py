@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.layer_outputs import keras_outputs, relative_difference, torch_outputs
+from resnet_rosetta.interop.layer_outputs import keras_outputs, relative_difference, torch_outputs
 from shared_specs import ResNetSpec, make_plan
 from shared_specs import plan as P
 
@@ -89,7 +89,7 @@ def keras_side(model: Any, label: str | None = None) -> Side:
 
 def file_side(path: str | os.PathLike[str], framework: str, spec: ResNetSpec | None = None) -> Side:
     """A model file built in `framework` ("torch" or "keras")."""
-    from resnet_rosetta.files import read_model_file
+    from resnet_rosetta.interop.files import read_model_file
 
     spec, weights = read_model_file(path, spec)
     torch, _ = import_frameworks()

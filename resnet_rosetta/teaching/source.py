@@ -255,7 +255,7 @@ class _TorchWriter(_Writer):
                           f"        self.maxpool = nn.MaxPool2d({k}, {st})"]
                 stem_calls = f"self.maxpool(pad_same({stem_calls}, {k}, {st}, float('-inf')))"
             elif stem.pool_pad_value == "zero":
-                lines.append(f"        # zero padding, as keras.applications' ZeroPadding2D (nn.MaxPool2d would pad -inf)")
+                lines.append("        # zero padding, as keras.applications' ZeroPadding2D (nn.MaxPool2d would pad -inf)")
                 lines.append(f"        self.maxpool = nn.Sequential(nn.ZeroPad2d({p}), nn.MaxPool2d({k}, {st}))")
                 stem_calls = f"self.maxpool({stem_calls})"
             else:

@@ -12,17 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from resnet_rosetta import (
-    commands_demo,
-    commands_diff,
-    commands_port,
-    commands_specs,
-    commands_teach,
-    commands_train,
-)
+from resnet_rosetta.cli import convert, demo, diff, specs, teach, train
 from shared_specs import CheckpointError, SpecError, WeightsError
 
-COMMANDS = (commands_specs, commands_port, commands_diff, commands_train, commands_demo, commands_teach)
+COMMANDS = (specs, convert, diff, train, demo, teach)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -48,6 +41,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resnet-rosetta {args.command}: error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
