@@ -111,7 +111,7 @@ def keras_applications_constructor(spec: ResNetSpec) -> str:
                                          zero_init_last_bn=spec.zero_init_last_bn)
     diff = spec.differences(reference)
     if diff:
-        fields = ", ".join(f"{p}={_field(spec, p)!r} (keras.applications: {_field(reference, p)!r})" for p in diff)
+        fields = ", ".join(f"{d.path}={d.mine!r} (keras.applications: {d.theirs!r})" for d in diff)
         raise SpecError(f"{spec.name} is not expressible as keras.applications.{CONSTRUCTORS[preset]}: {fields}")
     return CONSTRUCTORS[preset]
 
@@ -228,14 +228,3 @@ def _read_spec(model: Any) -> ResNetSpec:
         num_classes=num_classes,
         head_activation=head,
     )
-
-
-def _field(spec: ResNetSpec, path: str) -> Any:
-    """A field of `spec` by the dotted path `ResNetSpec.differences` returns ("stages[1].stride")."""
-    value: Any = spec
-    for part in path.split("."):
-        name, _, index = part.partition("[")
-        value = getattr(value, name)
-        if index:
-            value = value[int(index[:-1])]
-    return value

@@ -19,6 +19,7 @@ from resnet_keras.layers import keras_name
 from shared_specs import check_weights, make_plan, write_checkpoint
 from shared_specs import plan as P
 from shared_specs.checkpoint import read_spec_and_weights, read_weights_for
+from shared_specs.layout import conv_from_keras, conv_to_keras, dense_from_keras, dense_to_keras
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -30,9 +31,8 @@ def _same(a: np.ndarray) -> np.ndarray:
 # (canonical suffix, Keras variable attribute, canonical -> Keras, Keras -> canonical)
 Rule = tuple[str, str, Transform, Transform]
 RULES: dict[type, tuple[Rule, ...]] = {
-    # conv kernel: PyTorch (out, in/groups, kH, kW) <-> Keras (kH, kW, in/groups, out)  (traps 1, 3)
-    P.Conv: (
-        ("weight", "kernel", lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1)),
+    P.Conv: (  # kernel layouts: shared_specs/layout.py (traps 1, 3)
+        ("weight", "kernel", conv_to_keras, conv_from_keras),
         ("bias", "bias", _same, _same),
     ),
     P.BatchNorm: (
@@ -41,9 +41,8 @@ RULES: dict[type, tuple[Rule, ...]] = {
         ("running_mean", "moving_mean", _same, _same),
         ("running_var", "moving_variance", _same, _same),
     ),
-    # dense kernel: PyTorch (out, in) <-> Keras (in, out)  (trap 2)
-    P.Linear: (
-        ("weight", "kernel", lambda w: w.T, lambda k: k.T),
+    P.Linear: (  # (out, in) <-> (in, out) (trap 2)
+        ("weight", "kernel", dense_to_keras, dense_from_keras),
         ("bias", "bias", _same, _same),
     ),
 }

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from resnet_torch.layers import torch_momentum
 from shared_specs import (
     BatchNormSpec,
     ResNetSpec,
@@ -33,7 +32,7 @@ from shared_specs import (
 )
 from shared_specs import plan as P
 from shared_specs.plan import IGNORED_SUFFIXES
-from shared_specs.spec import _flatten  # the dotted paths ResNetSpec.differences reports
+from shared_specs.spec import decay_from_torch_momentum, torch_momentum, width_per_group_of
 
 if TYPE_CHECKING:
     import timm.models.resnet
@@ -257,7 +256,8 @@ def _timm_spec(model: nn.Module, tm: Any) -> ResNetSpec:
         shortcut=shortcut,
         stem=stem,
         groups=groups,
-        width_per_group=_width_per_group(first, stages[0].width, groups) if bottleneck else 64,
+        width_per_group=width_per_group_of(first.conv2.out_channels, stages[0].width, groups, "layer1.0.conv2")
+        if bottleneck else 64,
         batchnorm=_bn_spec(model.bn1),
         zero_init_last_bn=True,  # timm's ResNet(zero_init_last=True) default; the model does not record it
         in_channels=_stem_in_channels(model),
@@ -308,14 +308,6 @@ def _stages(model: nn.Module, strided: str, last: str) -> tuple[StageSpec, ...]:
     return tuple(stages)
 
 
-def _width_per_group(block: nn.Module, width: int, groups: int) -> int:
-    mid = block.conv2.out_channels
-    if (mid * 64) % (width * groups):
-        raise SpecError(f"the bottleneck width {mid} is not width * base_width / 64 * groups for width {width}, "
-                        f"groups {groups}")
-    return mid * 64 // (width * groups)
-
-
 def _stem_from(conv: nn.Conv2d, pool: nn.Module, widths: tuple[int, ...] | None = None) -> StemSpec:
     if not isinstance(conv, nn.Conv2d):
         raise SpecError(f"the stem conv is a {type(conv).__name__}, not an nn.Conv2d")
@@ -351,7 +343,7 @@ def _bn_spec(bn: nn.Module) -> BatchNormSpec:
     if bn.momentum is None:
         raise SpecError("bn1 has momentum=None (a cumulative average), which the spec's running_stats_decay "
                         "cannot express")
-    return BatchNormSpec(epsilon=bn.eps, running_stats_decay=round(1.0 - bn.momentum, 12))
+    return BatchNormSpec(epsilon=bn.eps, running_stats_decay=decay_from_torch_momentum(bn.momentum))
 
 
 def _blocks(model: nn.Module) -> Iterator[nn.Module]:
@@ -443,8 +435,7 @@ def _differences(spec: ResNetSpec, template: ResNetSpec, library: str) -> list[s
     """Fields where `spec` differs from what `library` builds, unless the networks are the same."""
     if _same_network(spec, template):
         return []
-    mine, theirs = _flatten(spec.to_dict()), _flatten(template.to_dict())
-    return [f"{k}={mine.get(k)!r} ({library}: {theirs.get(k)!r})" for k in spec.differences(template)]
+    return [f"{d.path}={d.mine!r} ({library}: {d.theirs!r})" for d in spec.differences(template)]
 
 
 def _same_network(a: ResNetSpec, b: ResNetSpec) -> bool:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_specs import plan as P
+from shared_specs.spec import torch_momentum
 
 
 def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
@@ -104,11 +105,6 @@ class GlobalAvgPool(nn.AdaptiveAvgPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(super().forward(x), 1)
-
-
-def torch_momentum(running_stats_decay: float) -> float:
-    """PyTorch's BatchNorm momentum weights the NEW batch: 1 - decay (rounded, so 0.9 -> 0.1)."""
-    return round(1.0 - running_stats_decay, 12)
 
 
 class BiasedBatchNorm2d(nn.BatchNorm2d):

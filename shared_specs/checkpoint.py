@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_specs.errors import CheckpointError, SpecError
-from shared_specs.spec import ResNetSpec
+from shared_specs.spec import ResNetSpec, describe_differences
 
 FORMAT = "resnet-rosetta"
 FORMAT_VERSION = 1
@@ -125,7 +125,8 @@ def read_weights_for(path: str | os.PathLike[str], spec: ResNetSpec, loader: str
     stored, weights, _ = read_checkpoint(path)
     if stored is not None and (diff := stored.differences(spec)):
         raise CheckpointError(
-            f"{path}: stored spec differs from the model's in {diff}; build the model from the file with {loader}(path)"
+            f"{path}: stored spec differs from the model's in {describe_differences(diff, 'stored', 'model')}; "
+            f"build the model from the file with {loader}(path)"
         )
     return weights
 

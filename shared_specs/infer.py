@@ -17,7 +17,7 @@ from shared_specs.canonical import canonical_shapes
 from shared_specs.errors import SpecError
 from shared_specs.plan import IGNORED_SUFFIXES, Conv, make_plan
 from shared_specs.presets import find_preset
-from shared_specs.spec import ResNetSpec
+from shared_specs.spec import ResNetSpec, width_per_group_of
 
 Shape = tuple[int, ...]
 
@@ -343,11 +343,7 @@ def _conventions(f: _Facts) -> dict[str, Any]:
 
 
 def _width_per_group(b: _Block) -> int:
-    width = b.out_channels // 4
-    if (b.mid_channels * 64) % (width * b.groups):
-        raise SpecError(f"{b.name}.conv1.weight outputs {b.mid_channels} channels, which is not width * "
-                        f"width_per_group / 64 * groups for width {width} and groups {b.groups}")
-    return b.mid_channels * 64 // (width * b.groups)
+    return width_per_group_of(b.mid_channels, b.out_channels // 4, b.groups, f"{b.name}.conv1.weight")
 
 
 def _every_conv_biased(f: _Facts) -> bool:

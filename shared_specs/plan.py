@@ -288,7 +288,7 @@ class _Planner:
         if spec.block == "basic":
             convs = [(cin, cout, 3, stride, 1), (cout, cout, 3, 1, 1)]
         else:
-            mid = width * spec.width_per_group // 64 * spec.groups
+            mid = spec.bottleneck_width(width)
             s1, s3 = (stride, 1) if spec.bottleneck_stride == "1x1" else (1, stride)
             convs = [(cin, mid, 1, s1, 1), (mid, mid, 3, s3, spec.groups), (mid, cout, 1, 1, 1)]
         for k, (ci, co, ks, st, groups) in enumerate(convs, start=1):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from shared_specs.errors import SpecError
 
@@ -89,6 +89,27 @@ class StageSpec:
         _check_int("depth", self.depth, minimum=1)
         _check_int("width", self.width, minimum=1)
         _check_int("stride", self.stride, minimum=1)
+
+
+def width_per_group_of(inner: int, width: int, groups: int, where: str) -> int:
+    """The `width_per_group` that gives a bottleneck of stage `width` and `groups` its
+    `inner` width (the inverse of `ResNetSpec.bottleneck_width`); SpecError naming `where`
+    if none does."""
+    if (inner * 64) % (width * groups):
+        raise SpecError(f"{where} has an inner width of {inner}, which is not width * width_per_group / 64 * groups "
+                        f"for width {width} and groups {groups}")
+    return inner * 64 // (width * groups)
+
+
+def torch_momentum(running_stats_decay: float) -> float:
+    """PyTorch's BatchNorm `momentum` for a running-stats decay: it weights the NEW batch,
+    so 1 - decay, rounded to 12 digits so that 0.9 gives exactly 0.1 (trap 7)."""
+    return round(1.0 - running_stats_decay, 12)
+
+
+def decay_from_torch_momentum(momentum: float) -> float:
+    """The running-stats decay of a PyTorch BatchNorm `momentum` (the inverse of `torch_momentum`)."""
+    return round(1.0 - momentum, 12)
 
 
 @dataclass(frozen=True)
@@ -224,6 +245,11 @@ class ResNetSpec:
                     )
                 channels = out
 
+    def bottleneck_width(self, width: int) -> int:
+        """The inner (3x3) width of a bottleneck in a stage of base `width`:
+        width * width_per_group / 64 * groups (ResNeXt's cardinality x group width)."""
+        return width * self.width_per_group // 64 * self.groups
+
     @property
     def expansion(self) -> int:
         """Output channels of a block divided by its stage width."""
@@ -280,10 +306,30 @@ class ResNetSpec:
             resolved[key] = value
         return dataclasses.replace(self, **resolved)
 
-    def differences(self, other: ResNetSpec, *, ignore: tuple[str, ...] = ("name",)) -> list[str]:
-        """Dotted paths of fields whose values differ, e.g. ['batchnorm.epsilon']."""
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k.split(".")[0] not in ignore)
+    def differences(self, other: ResNetSpec, *, ignore: tuple[str, ...] = ("name",)) -> list[Difference]:
+        """The fields whose values differ, as (dotted path, mine, theirs), sorted by path:
+        `[Difference("batchnorm.epsilon", 1e-05, 0.001)]`. Fields named in `ignore` are skipped."""
+        return [d for d in differences(self.to_dict(), other.to_dict()) if d.path.split(".")[0] not in ignore]
+
+
+class Difference(NamedTuple):
+    """One field that differs: its dotted path (`stages[3].depth`) and the two values."""
+
+    path: str
+    mine: Any
+    theirs: Any
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
+    """Where two plain nested dicts (a spec's `to_dict()`, or anything holding one) differ,
+    as dotted paths; a key only one side has is reported with None on the other."""
+    fa, fb = _flatten(a), _flatten(b)
+    return [Difference(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def describe_differences(diffs: list[Difference], mine: str, theirs: str) -> str:
+    """'batchnorm.epsilon 1e-05 (stored) vs 0.001 (given), ...': for one-line messages."""
+    return ", ".join(f"{d.path} {d.mine!r} ({mine}) vs {d.theirs!r} ({theirs})" for d in diffs)
 
 
 # -- helpers ------------------------------------------------------------------

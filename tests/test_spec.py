@@ -131,7 +131,7 @@ def test_differences_lists_dotted_paths():
     a = get_spec("resnet50")
     b = get_spec("resnet50", batchnorm={"epsilon": 1e-3}, stages=[StageSpec(3, 64), StageSpec(4, 128, 2),
                                                                   StageSpec(6, 256, 2), StageSpec(2, 512, 2)])
-    assert a.differences(b) == ["batchnorm.epsilon", "stages[3].depth"]
+    assert a.differences(b) == [("batchnorm.epsilon", 1e-5, 1e-3), ("stages[3].depth", 3, 2)]
     assert a.differences(a.replace(name="x")) == []
 
 

@@ -134,7 +134,7 @@ def test_cli_refuses_conflicts_and_bad_files(tmp_path: Path, torch_runs: dict[st
     assert cli.main([*base, "--preset", "cifar_resnet20", "--data", "digits"]) == 2
     assert "holds a run already; pass --resume" in capsys.readouterr().err
     assert cli.main([*base, "--resume", "--lr", "0.2", "--quiet"]) == 2
-    assert "run was started with other settings: sgd.lr 0.05 (stored) vs 0.2" in capsys.readouterr().err
+    assert "run was started with other settings: sgd.lr 0.05 (stored) vs 0.2 (now)" in capsys.readouterr().err
     assert cli.main(["train", "--framework", "torch", "--out", str(tmp_path / "x"), "--epochs", "1"]) == 2
     assert "train needs --preset and --data" in capsys.readouterr().err
     assert cli.main([*base, "--resume", "--backend", "jax"]) == 2
@@ -170,7 +170,8 @@ def test_spec_is_fitted_to_the_data() -> None:
     spec = spec_for_data(get_spec("tutorial_keras_resnet18"), data)
     # classes and channels from the data; the softmax head dropped, the loss takes logits (trap 13)
     assert (spec.num_classes, spec.in_channels, spec.head_activation) == (10, 1, "none")
-    assert spec.differences(get_spec("tutorial_keras_resnet18")) == ["head_activation", "in_channels", "num_classes"]
+    assert [d.path for d in spec.differences(get_spec("tutorial_keras_resnet18"))] == [
+        "head_activation", "in_channels", "num_classes"]
 
 
 def test_initial_weights_are_framework_neutral() -> None:

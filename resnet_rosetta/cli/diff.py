@@ -47,8 +47,9 @@ def run_diff(args: argparse.Namespace) -> int:
     if (args.b is None) == (args.naive is None):
         raise SpecError("give either a second model file B or --naive TRAP")
     if args.naive:
-        framework = "keras" if a.label.endswith("PyTorch") else "torch"
-        b = as_side(naive_port(a.spec, a.weights, args.naive, framework), f"naive port into {framework} ({args.naive})")
+        target = a.framework.other  # type: ignore[union-attr]  # file sides always have one
+        b = as_side(naive_port(a.spec, a.weights, args.naive, target.name),
+                    f"naive port into {target.name} ({args.naive})")
     else:
         b = file_side(args.b, _framework(args.b, args.framework_b, "keras"), spec)
     x = None

@@ -15,7 +15,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from resnet_rosetta.training.runs import FRAMEWORKS, RunSettings, evaluate_checkpoint, load_framework, read_state, train
+from resnet_rosetta.frameworks import FRAMEWORK_NAMES
+from resnet_rosetta.training.runs import RunSettings, evaluate_checkpoint, load_framework, read_state, train
 from shared_specs import SpecError, get_spec
 from shared_specs.training import SGDConfig
 
@@ -30,7 +31,7 @@ def register(sub: Any) -> None:
         "train", help="train a preset on digits or CIFAR in PyTorch or Keras; resumable",
         description="Train with torch.optim.SGD semantics in either framework (the same batches, the same update), "
                     "writing a canonical checkpoint and the resumable training state after every epoch.")
-    p.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    p.add_argument("--framework", required=True, choices=FRAMEWORK_NAMES)
     p.add_argument("--preset", help="architecture (see `resnet-rosetta list`); num_classes and in_channels follow the data")
     p.add_argument("--data", help="'digits' (scikit-learn, offline) or a directory with CIFAR-10/100 binary files")
     p.add_argument("--epochs", type=_positive, required=True, help="train until this many epochs are done")
@@ -56,7 +57,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("evaluate", help="accuracy of a canonical checkpoint on digits or CIFAR, in either framework")
     p.add_argument("checkpoint", help="a canonical .safetensors checkpoint (e.g. from `train`)")
-    p.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    p.add_argument("--framework", required=True, choices=FRAMEWORK_NAMES)
     p.add_argument("--data", required=True, help="'digits' or a directory with CIFAR-10/100 binary files")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--subset", type=_positive, help="only the first N images of the split")

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.interop.layer_outputs import keras_outputs, relative_difference, torch_outputs
+from resnet_rosetta.frameworks import Framework, KerasFramework, framework_of, get_framework
+from resnet_rosetta.interop.layer_outputs import relative_difference
 from shared_specs import ResNetSpec, make_plan
 from shared_specs import plan as P
+from shared_specs.layout import conv_from_keras, conv_to_keras, dense_from_keras, dense_to_keras
+from shared_specs.tolerances import F32_PARITY
 
-# float32 parity bound of the test suite (tests/support.py): conv accumulation order differs
-# between ATen and oneDNN/XLA by ~5e-6 relative; a real mismatch is orders of magnitude larger.
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = F32_PARITY  # what correct float32 ports stay within (shared_specs.tolerances)
 
 
 @dataclass(frozen=True)
@@ -63,28 +63,24 @@ class DiffReport:
 
 @dataclass
 class Side:
-    """A model reduced to what the diff needs: spec, canonical weights, per-layer outputs (NCHW)."""
+    """A model reduced to what the diff needs: spec, canonical weights, per-layer outputs (NCHW),
+    and the framework it runs in (None for a Side built by hand)."""
 
     label: str
     spec: ResNetSpec
     weights: dict[str, np.ndarray]
     run: Callable[[np.ndarray], dict[str, np.ndarray]]
+    framework: Framework | None = None
 
 
-def torch_side(model: Any, label: str = "PyTorch") -> Side:
-    """A resnet_torch model: per-layer outputs from forward hooks on canonical module names."""
-    import resnet_torch as rt
-
-    return Side(label, model.spec, rt.export_weights(model), lambda x: torch_outputs(model, x))
-
-
-def keras_side(model: Any, label: str | None = None) -> Side:
-    """A resnet_keras model: per-layer outputs from a probe model on canonical layer names."""
-    _, keras = import_frameworks()
-    import resnet_keras as rk
-
-    return Side(label or f"Keras ({keras.backend.backend()})", model.spec, rk.export_weights(model),
-                lambda x: keras_outputs(model, x))
+def model_side(model: Any, label: str | None = None) -> Side:
+    """One of our models: per-layer outputs read at canonical names (forward hooks in
+    PyTorch, a probe model in Keras)."""
+    framework = framework_of(model)
+    if label is None:
+        label = framework.backend_label if isinstance(framework, KerasFramework) else framework.label
+    return Side(label, model.spec, framework.export_weights(model),
+                lambda x: framework.layer_outputs(model, x), framework)
 
 
 def file_side(path: str | os.PathLike[str], framework: str, spec: ResNetSpec | None = None) -> Side:
@@ -92,34 +88,19 @@ def file_side(path: str | os.PathLike[str], framework: str, spec: ResNetSpec | N
     from resnet_rosetta.interop.files import read_model_file
 
     spec, weights = read_model_file(path, spec)
-    torch, _ = import_frameworks()
-    if framework == "torch":
-        import resnet_torch as rt
-
-        model = rt.build(spec)
-        rt.import_weights(model, weights, source=str(path))
-        return torch_side(model, f"{path} in PyTorch")
-    import resnet_keras as rk
-
-    model = rk.build(spec)
-    rk.import_weights(model, weights, source=str(path))
-    return keras_side(model, f"{path} in Keras")
+    target = get_framework(framework)
+    return model_side(target.build(spec, weights, source=str(path)), f"{path} in {target.label}")
 
 
 def as_side(obj: Any, label: str | None = None) -> Side:
     """A Side from one of our torch or Keras models (anything else: build a Side yourself)."""
     if isinstance(obj, Side):
         return obj
-    torch, _ = import_frameworks()
-    import resnet_torch as rt
-
-    if isinstance(obj, rt.ResNet):
-        return torch_side(obj, label or "PyTorch")
-    import resnet_keras as rk
-
-    if isinstance(obj, rk.ResNet):
-        return keras_side(obj, label)
-    raise TypeError(f"cannot diff a {type(obj).__name__}: pass a resnet_torch / resnet_keras model or a Side")
+    try:
+        return model_side(obj, label)
+    except TypeError:
+        raise TypeError(f"cannot diff a {type(obj).__name__}: pass a resnet_torch / resnet_keras model or a Side"
+                        ) from None
 
 
 def diff(a: Any, b: Any, *, input_hw: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0,
@@ -156,7 +137,7 @@ def likely_causes(a: Side, b: Side, op: P.Op | str, out_a: Mapping[str, np.ndarr
                   ) -> list[str]:
     """Known traps that explain a divergence at `op`, from evidence, strongest first."""
     causes: list[str] = []
-    spec_diff = a.spec.differences(b.spec)
+    spec_diff = [d.path for d in a.spec.differences(b.spec)]
     for path, trap in (("padding", "padding convention: Keras 'same' pads (0, 1) on even inputs, PyTorch pads "
                                    "symmetrically (trap 4)"),
                        ("batchnorm.epsilon", "BatchNorm epsilon differs (PyTorch 1e-5, Keras 1e-3, keras.applications "
@@ -193,9 +174,9 @@ def _tensor_relation(ta: np.ndarray, tb: np.ndarray, suffix: str) -> str | None:
     if ta.shape == tb.shape and np.array_equal(ta, tb):
         return None
     if ta.ndim == 4 and tb.shape == ta.shape:
-        o, i, h, w = ta.shape
+        i = ta.shape[1]
         # a naive port reshapes where it should transpose, in either direction (trap 1)
-        for naive in (ta.transpose(2, 3, 1, 0).reshape(ta.shape), ta.reshape(h, w, i, o).transpose(3, 2, 0, 1)):
+        for naive in (conv_to_keras(ta).reshape(ta.shape), conv_from_keras(ta.reshape(conv_to_keras(ta).shape))):
             if np.array_equal(tb, naive):
                 return "kernel reshaped instead of transposed between OIHW and HWIO: layout transpose (trap 1)"
         if np.array_equal(tb, ta.transpose(0, 1, 3, 2)):
@@ -203,7 +184,7 @@ def _tensor_relation(ta: np.ndarray, tb: np.ndarray, suffix: str) -> str | None:
         if i > 1 and np.array_equal(tb, ta[:, ::-1]):
             return "input channels reversed: RGB vs BGR channel order"
     if ta.ndim == 2 and tb.shape == ta.shape:
-        for naive in (ta.T.reshape(ta.shape), ta.reshape(ta.shape[::-1]).T):
+        for naive in (dense_to_keras(ta).reshape(ta.shape), dense_from_keras(ta.reshape(ta.shape[::-1]))):
             if np.array_equal(tb, naive):
                 return "dense kernel reshaped instead of transposed: layout transpose (trap 2)"
     if suffix == "running_var" and ta.shape == tb.shape:

@@ -21,6 +21,7 @@ import numpy as np
 from resnet_rosetta.frameworks import import_frameworks
 from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, infer_spec, write_checkpoint
 from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
+from shared_specs.spec import describe_differences
 
 FORMATS = ("safetensors", "torch", "keras", "keras-weights", "onnx")
 # What `write_model_file` can write: FORMATS, and keras.applications' own model as a .keras file.
@@ -226,5 +227,6 @@ def _pick_spec(path: Path, stored: ResNetSpec | None, given: ResNetSpec | None,
     if stored is None:
         return _need_spec(path, given)
     if given is not None and (diff := stored.differences(given)):
-        raise CheckpointError(f"{path}: its stored spec differs from the one given in {diff}")
+        raise CheckpointError(f"{path}: its stored spec differs from the one given in "
+                              f"{describe_differences(diff, 'stored', 'given')}")
     return stored

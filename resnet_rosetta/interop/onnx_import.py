@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
-from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, make_plan, resolve_spec
+from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, infer_spec, make_plan, resolve_spec
 from shared_specs import plan as P
 from shared_specs.checkpoint import FORMAT, FORMAT_VERSION
+from shared_specs.spec import describe_differences
 
 _BN_INPUTS = ("weight", "bias", "running_mean", "running_var")  # ONNX order: scale, B, mean, var
 
@@ -34,8 +37,10 @@ def from_onnx(path: str | os.PathLike[str], spec: ResNetSpec | str | None = None
     """(spec, canonical weights) of an ONNX file.
 
     The spec stored by our exporters is used when present (a given `spec` must then
-    equal it); a graph from elsewhere (torchvision through torch.onnx) needs `spec`,
-    a ResNetSpec or a preset name.
+    equal it); a graph from elsewhere (torchvision through torch.onnx) takes `spec`, a
+    ResNetSpec or a preset name, or else the spec `shared_specs.infer_spec` reads off its
+    initializers' names and shapes. Either way the graph's strides, groups and
+    epsilons must then agree with it.
     """
     import onnx
     from onnx import numpy_helper
@@ -47,10 +52,10 @@ def from_onnx(path: str | os.PathLike[str], spec: ResNetSpec | str | None = None
         raise CheckpointError(f"{path}: cannot read: no such file") from None
     except Exception as err:  # protobuf's DecodeError and friends for a damaged file
         raise CheckpointError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
-    spec = _pick_spec(path, {p.key: p.value for p in model.metadata_props}, spec)
-    plan = make_plan(spec)
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
+    spec = _pick_spec(path, {p.key: p.value for p in model.metadata_props}, spec, initializers)
+    plan = make_plan(spec)
     bn_ops = {op.name: op for op in plan.ops() if isinstance(op, P.BatchNorm)}
     bn_nodes = [n for n in graph.node if n.op_type == "BatchNormalization"]
     if bn_ops and len(bn_nodes) != len(bn_ops):
@@ -75,14 +80,20 @@ def from_onnx(path: str | os.PathLike[str], spec: ResNetSpec | str | None = None
     return spec, check_weights(spec, weights, source=str(path))
 
 
-def _pick_spec(path: Path, meta: dict[str, str], given: ResNetSpec | str | None) -> ResNetSpec:
+def _pick_spec(path: Path, meta: dict[str, str], given: ResNetSpec | str | None,
+               initializers: dict[str, Any]) -> ResNetSpec:
     given_spec = resolve_spec(given) if given is not None else None
     if meta.get("format") != FORMAT:
-        if given_spec is None:
-            # TODO(infer_spec): when shared_specs.infer_spec lands, infer the spec from the
-            # initializer names and shapes here instead of requiring it.
-            raise CheckpointError(f"{path}: the graph carries no resnet-rosetta spec; pass spec= (a preset name or ResNetSpec)")
-        return given_spec
+        if given_spec is not None:
+            return given_spec
+        # exporters add constants of their own (shape tensors, 'onnx::...'): only state_dict-like names count
+        shapes = {name: SimpleNamespace(shape=tuple(i.dims)) for name, i in initializers.items()
+                  if name.endswith((".weight", ".bias", ".running_mean", ".running_var"))}
+        try:
+            return infer_spec(shapes)
+        except SpecError as err:
+            raise CheckpointError(f"{path}: the graph carries no resnet-rosetta spec and its initializers are not "
+                                  f"a ResNet's state_dict ({err}); pass spec= (a preset name or ResNetSpec)") from None
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not supported")
     try:
@@ -90,7 +101,8 @@ def _pick_spec(path: Path, meta: dict[str, str], given: ResNetSpec | str | None)
     except SpecError as err:
         raise CheckpointError(f"{path}: stored spec is invalid: {err}") from None
     if given_spec is not None and (diff := stored.differences(given_spec)):
-        raise CheckpointError(f"{path}: its stored spec differs from the one given in {diff}")
+        raise CheckpointError(f"{path}: its stored spec differs from the one given in "
+                              f"{describe_differences(diff, 'stored', 'given')}")
     return stored
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.frameworks import KerasFramework, TorchFramework
 from shared_specs import ResNetSpec
 
 
@@ -24,27 +25,17 @@ class Parity:
 
 
 def measure_parity(spec: ResNetSpec, weights: Mapping[str, np.ndarray], input_hw: tuple[int, int] = (224, 224),
-                   batch: int = 2, seed: int = 0) -> Parity:
-    """Build both frameworks' models, load `weights`, and compare them on one random batch."""
-    torch, keras = import_frameworks()
-    import resnet_keras as rk
-    import resnet_torch as rt
-
-    torch_model = rt.build(spec).eval()
-    rt.import_weights(torch_model, weights)
-    keras_model = rk.build(spec)
-    rk.import_weights(keras_model, weights)
+                   batch: int = 2, seed: int = 0, *, keras_model: Any = None) -> Parity:
+    """Build the PyTorch model (and the Keras one, unless given already loaded with `weights`),
+    and compare their eval-mode outputs on one random batch."""
+    torch_fw, keras_fw = TorchFramework(), KerasFramework()
     x = np.random.default_rng(seed).normal(size=(batch, spec.in_channels, *input_hw)).astype(np.float32)
-    with torch.no_grad():
-        ref = torch_model(torch.from_numpy(x)).numpy()
-    out = keras.ops.convert_to_numpy(keras_model(x.transpose(0, 2, 3, 1), training=False))
-    if out.ndim == 4:
-        out = out.transpose(0, 3, 1, 2)
+    ref = torch_fw.forward(torch_fw.build(spec, weights), x)
+    out = keras_fw.forward(keras_model if keras_model is not None else keras_fw.build(spec, weights), x)
     diff = np.abs(ref - out)
     scale = float(np.abs(ref).max())
     same = float((ref.argmax(1) == out.argmax(1)).mean()) if ref.ndim == 2 else None
-    return Parity(float(diff.max()), float(diff.max()) / max(scale, 1e-30), scale, same,
-                  keras.backend.backend(), x.shape)
+    return Parity(float(diff.max()), float(diff.max()) / max(scale, 1e-30), scale, same, keras_fw.backend, x.shape)
 
 
 def describe(p: Parity) -> str:

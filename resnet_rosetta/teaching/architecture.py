@@ -22,6 +22,7 @@ from typing import Any
 from resnet_rosetta.frameworks import import_frameworks
 from shared_specs import ResNetSpec, make_plan
 from shared_specs import plan as P
+from shared_specs.spec import decay_from_torch_momentum
 
 WEIGHTED = ("conv", "bn", "linear")
 
@@ -155,7 +156,7 @@ def _torch_module(m: Any, name: str, inputs: list[int], emit: Any, torch: Any) -
                                         "in": m.in_channels, "out": m.out_channels, "groups": m.groups,
                                         "bias": m.bias is not None}, inputs))
     if isinstance(m, nn.BatchNorm2d):
-        decay = None if m.momentum is None else round(1.0 - m.momentum, 12)
+        decay = None if m.momentum is None else decay_from_torch_momentum(m.momentum)
         return emit(Node("bn", name, {"channels": m.num_features, "epsilon": m.eps, "decay": decay}, inputs))
     if isinstance(m, ours.PaddedMaxPool2d):
         return emit(Node("maxpool", name, {"kernel": m.kernel_size, "stride": m.stride, "padding": m.pad,

@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.interop.layer_outputs import first_divergence, keras_outputs, relative_difference, torch_outputs
+from resnet_rosetta.frameworks import Framework, KerasFramework, TorchFramework, framework_of, import_frameworks
+from resnet_rosetta.interop.layer_outputs import first_divergence, relative_difference
 from shared_specs import ResNetSpec, resolve_spec
 from shared_specs.synthetic import random_weights
+from shared_specs.tolerances import F32_PARITY
 
-# A layer "diverges" once it differs by more than the float32 parity bound of the
-# test suite (tests/support.F32_RTOL): conv accumulation order alone gives ~5e-6.
-BITE = 1e-4
+# A layer "diverges" once it differs by more than the float32 parity bound (conv
+# accumulation order alone gives ~5e-6; shared_specs.tolerances says why).
+BITE = F32_PARITY
 BATCH = 2
 
 
@@ -59,28 +60,22 @@ class Anchor:
     x: np.ndarray
     hw: int
 
+    def model(self, framework: Framework, spec: ResNetSpec | None = None,
+              weights: dict[str, np.ndarray] | None = None, dtype: Any = None) -> Any:
+        """The anchor's network (or `spec`) with its weights (or `weights`) in `framework`, inference mode."""
+        return framework.build(spec or self.spec, self.weights if weights is None else weights, dtype=dtype)
+
     def torch_model(self, spec: ResNetSpec | None = None, weights: dict[str, np.ndarray] | None = None,
                     dtype: Any = None) -> Any:
-        import_frameworks()
-        import resnet_torch as rt
-
-        model = rt.build(spec or self.spec, dtype=dtype).eval()
-        rt.import_weights(model, self.weights if weights is None else weights)
-        return model
+        return self.model(TorchFramework(), spec, weights, dtype)
 
     def keras_model(self, spec: ResNetSpec | None = None, weights: dict[str, np.ndarray] | None = None,
                     dtype: Any = None) -> Any:
-        import_frameworks()
-        import resnet_keras as rk
-
-        model = rk.build(spec or self.spec, dtype=dtype)
-        rk.import_weights(model, self.weights if weights is None else weights)
-        return model
+        return self.model(KerasFramework(), spec, weights, dtype)
 
     def outputs(self, model: Any, x: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Per-layer outputs of a model of either framework, NCHW, keyed by canonical name."""
-        x = self.x if x is None else x
-        return keras_outputs(model, x) if is_keras(model) else torch_outputs(model, x)
+        return framework_of(model).layer_outputs(model, self.x if x is None else x)
 
 
 def anchor(preset: ResNetSpec | str, hw: int, seed: int = 0, **overrides: Any) -> Anchor:
@@ -88,12 +83,6 @@ def anchor(preset: ResNetSpec | str, hw: int, seed: int = 0, **overrides: Any) -
     spec = resolve_spec(preset, **overrides)
     x = np.random.default_rng(seed + 1).normal(size=(BATCH, spec.in_channels, hw, hw)).astype(np.float32)
     return Anchor(spec, random_weights(spec, seed), x, hw)
-
-
-def is_keras(model: Any) -> bool:
-    """Whether `model` is a Keras model (on the torch backend it is an nn.Module too)."""
-    _, keras = import_frameworks()
-    return isinstance(model, keras.Model)
 
 
 @dataclass(frozen=True)

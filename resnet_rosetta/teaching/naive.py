@@ -17,48 +17,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.frameworks import Framework, get_framework
 from shared_specs import ResNetSpec, SpecError, make_plan
 from shared_specs import plan as P
+from shared_specs.layout import conv_to_keras
+from shared_specs.spec import torch_momentum
 
-Framework = Literal["keras", "torch"]
 WeightMistake = Callable[[np.ndarray, Framework], np.ndarray]
 
 
-def _keras_conv(w: np.ndarray) -> np.ndarray:
-    return w.transpose(2, 3, 1, 0)  # canonical (O, I, kH, kW) -> Keras (kH, kW, I, O)
-
-
-def _canonical_conv(k: np.ndarray) -> np.ndarray:
-    return k.transpose(3, 2, 0, 1)
-
-
 def _conv_reshaped(w: np.ndarray, target: Framework) -> np.ndarray:
-    """`reshape` into the target layout instead of a transpose: never an error, since
-    the element count always fits."""
-    if target == "keras":
-        return _canonical_conv(w.reshape(_keras_conv(w).shape))
-    return _keras_conv(w).reshape(w.shape)
+    """The source framework's kernel `reshape`d into the target's layout instead of
+    transposed: never an error, since the element count always fits."""
+    source = target.other.native("conv", w)
+    return target.canonical("conv", source.reshape(target.native("conv", w).shape))
 
 
 def _conv_reversed(w: np.ndarray, target: Framework) -> np.ndarray:
-    """`np.transpose(w)` (or `.T`), which reverses all four axes: (kW, kH, I, O). It fits
-    every square kernel without an error, is right for 1x1 kernels, and mirrors the rest."""
-    if target == "keras":
-        return _canonical_conv(w.T)
-    return _keras_conv(w).T
+    """`np.transpose(w)` (or `.T`) of the source's kernel, which reverses all four axes. It
+    fits every square kernel without an error, is right for 1x1 kernels, and mirrors the rest."""
+    return target.canonical("conv", target.other.native("conv", w).T)
 
 
 def _dense_untransposed(w: np.ndarray, target: Framework) -> np.ndarray:
-    """The (out, in) matrix written into an (in, out) kernel as it is: silent when
-    in == out, and with a reshape for any shape."""
-    if target == "keras":
-        return w.reshape(w.shape[::-1]).T
-    return w.T.reshape(w.shape)
+    """The source's matrix written into the target's as it is: silent when in == out,
+    and with a reshape for any shape."""
+    source = target.other.native("dense", w)
+    return target.canonical("dense", source.reshape(target.native("dense", w).shape))
 
 
 @dataclass(frozen=True)
@@ -76,25 +65,25 @@ class NaiveTrap:
 
 def _padding(spec: ResNetSpec, target: Framework) -> ResNetSpec:
     # the target framework's idiom for a "same-size" conv: Keras 'same', PyTorch k // 2
-    return spec.replace(padding="same" if target == "keras" else "symmetric")
+    return spec.replace(padding=target.padding_idiom)
 
 
 def _pool_pad(spec: ResNetSpec, target: Framework) -> ResNetSpec:
     if spec.stem.pool != "max":
         raise SpecError(f"trap 'zero-pool-padding' needs a stem max-pool; {spec.name} has none")
-    return spec.replace(stem={"pool_pad_value": "zero" if target == "keras" else "-inf"})
+    return spec.replace(stem={"pool_pad_value": target.pool_pad_idiom})
 
 
 def _epsilon(spec: ResNetSpec, target: Framework) -> ResNetSpec:
     # framework defaults: keras.layers.BatchNormalization 1e-3, torch.nn.BatchNorm2d 1e-5
-    return spec.replace(batchnorm={"epsilon": 1e-3 if target == "keras" else 1e-5})
+    return spec.replace(batchnorm={"epsilon": target.default_bn_epsilon})
 
 
 def _momentum(spec: ResNetSpec, target: Framework) -> ResNetSpec:
     # the source framework's "momentum" number typed into the target's argument: torch's
     # 0.1 (= decay 0.9) becomes Keras momentum 0.1, Keras's 0.99 becomes torch momentum 0.99;
-    # either way the decay turns into 1 - decay.
-    return spec.replace(batchnorm={"running_stats_decay": round(1.0 - spec.batchnorm.running_stats_decay, 12)})
+    # either way the decay turns into 1 - decay, the other framework's number for it.
+    return spec.replace(batchnorm={"running_stats_decay": torch_momentum(spec.batchnorm.running_stats_decay)})
 
 
 def _bottleneck_stride(spec: ResNetSpec, target: Framework) -> ResNetSpec:
@@ -138,28 +127,28 @@ def _lookup(trap: str) -> NaiveTrap:
         raise SpecError(f"unknown naive-port trap {trap!r}; known: {', '.join(NAIVE)}") from None
 
 
-def naive_spec(spec: ResNetSpec, trap: str, framework: Framework = "keras") -> ResNetSpec:
-    """The spec a naive porter of `spec` into `framework` ends up building."""
+def naive_spec(spec: ResNetSpec, trap: str, framework: str = "keras") -> ResNetSpec:
+    """The spec a naive porter of `spec` into `framework` ("keras" or "torch") ends up building."""
     t = _lookup(trap)
-    if framework not in ("keras", "torch"):
-        raise SpecError(f"framework must be 'keras' or 'torch', got {framework!r}")
-    return t.spec_change(spec, framework) if t.spec_change else spec
+    target = get_framework(framework)
+    return t.spec_change(spec, target) if t.spec_change else spec
 
 
 def naive_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str,
-                  framework: Framework = "keras") -> dict[str, np.ndarray]:
+                  framework: str = "keras") -> dict[str, np.ndarray]:
     """Canonical weights equivalent to the naive porter's wrong assignment into `framework`."""
     t = _lookup(trap)
+    target = get_framework(framework)
     out = dict(weights)
     for op in make_plan(spec).ops():
         mistake = t.conv_mistake if isinstance(op, P.Conv) else t.dense_mistake if isinstance(op, P.Linear) else None
         if mistake is not None:
             key = f"{op.name}.weight"
-            out[key] = np.ascontiguousarray(mistake(np.asarray(weights[key]), framework))
+            out[key] = np.ascontiguousarray(mistake(np.asarray(weights[key]), target))
     return out
 
 
-def naive_port(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str, framework: Framework = "keras") -> Any:
+def naive_port(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str, framework: str = "keras") -> Any:
     """`spec` with `weights` ported into `framework` by a porter who falls into `trap`.
 
     Returns an ordinary resnet_keras / resnet_torch model (canonical layer names) in
@@ -167,18 +156,7 @@ def naive_port(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str, f
     """
     target = naive_spec(spec, trap, framework)
     wrong = naive_weights(spec, weights, trap, framework)
-    import_frameworks()
-    if framework == "keras":
-        import resnet_keras as rk
-
-        model = rk.build(target)
-        rk.import_weights(model, wrong, source=f"naive port ({trap})")
-        return model
-    import resnet_torch as rt
-
-    model = rt.build(target).eval()
-    rt.import_weights(model, wrong, source=f"naive port ({trap})")
-    return model
+    return get_framework(framework).build(target, wrong, source=f"naive port ({trap})")
 
 
 def flatten_dense_kernel(weight: np.ndarray, chw: tuple[int, int, int], *, naive: bool = False) -> np.ndarray:
@@ -195,4 +173,4 @@ def flatten_dense_kernel(weight: np.ndarray, chw: tuple[int, int, int], *, naive
         raise SpecError(f"a Linear reading {c}x{h}x{w} = {c * h * w} features cannot have {in_features} inputs")
     if naive:
         return np.ascontiguousarray(weight.T)
-    return np.ascontiguousarray(weight.reshape(out_features, c, h, w).transpose(2, 3, 1, 0).reshape(-1, out_features))
+    return np.ascontiguousarray(conv_to_keras(weight.reshape(out_features, c, h, w)).reshape(-1, out_features))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from shared_specs import ResNetSpec, SpecError, make_plan, preset_doc
 from shared_specs import plan as P
+from shared_specs.spec import torch_momentum
 
 
 def resnet_source(spec: ResNetSpec, framework: str, preset: str | None = None) -> str:
@@ -133,7 +134,7 @@ class _TorchWriter(_Writer):
                 "def conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):",
                 "    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,",
                 "                     groups=groups, bias=bias)", "", ""]
-        momentum = round(1.0 - s.batchnorm.running_stats_decay, 12)
+        momentum = torch_momentum(s.batchnorm.running_stats_decay)
         lines += ["def norm(channels):",
                   "    # PyTorch's momentum weights the NEW batch: 1 - the decay of the running statistics",
                   f"    return nn.BatchNorm2d(channels, eps={s.batchnorm.epsilon!r}, momentum={momentum!r})", "", ""]

@@ -79,7 +79,7 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          port.bn_epsilon, _rel("naive_rel")),
     Trap(7, "BatchNorm momentum", "momentum=0.1 weights the NEW batch", "momentum=0.99 weights the OLD value",
          "torch's 0.1 typed into Keras keeps 10% of the old statistics: running statistics diverge in training",
-         "spec field `batchnorm.running_stats_decay` names the quantity; `resnet_torch/layers.py` torch_momentum "
+         "spec field `batchnorm.running_stats_decay` names the quantity; `shared_specs.spec.torch_momentum` "
          "(1 - decay) and `resnet_keras/layers.py` (momentum=decay) convert at the edge",
          train.bn_momentum, _rel("naive_rel", "of the running means' scale")),
     Trap(8, "BatchNorm running variance", "stores the unbiased batch variance (n / (n - 1))",
@@ -126,7 +126,7 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          port.flatten_order, _rel("naive_rel")),
     Trap(15, "float32 conv accuracy on CPU", "ATen ~1e-7 relative", "oneDNN (TensorFlow) / XLA: ~1e-6 relative",
          "absolute float32 tolerances are either too tight or useless",
-         "`tests/support.py` assert_f32_close: rtol 1e-4, atol 1e-4 * max |ref|; `resnet_rosetta/parity.py` "
+         "`shared_specs/tolerances.py` F32_PARITY: 1e-4 of the output scale (tests, diff, parity); `interop/parity.py` "
          "reports differences relative to the output scale",
          num.float32_accuracy, _rel("between_rel", "between the frameworks"), backend_specific=True),
     Trap(16, "float64", "exact", "exact on TensorFlow; the JAX and torch backends compute parts in float32",

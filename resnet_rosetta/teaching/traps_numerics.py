@@ -34,7 +34,7 @@ def float32_accuracy(preset: ResNetSpec | str = "resnet50", hw: int = 64) -> Mea
         (f"PyTorch float32: {g(rel['torch'])} of the output scale from float64",
          f"Keras float32: {g(rel['keras'])}",
          f"PyTorch vs Keras, both float32: {g(rel['between'])}; a float32 parity bound must be relative to the "
-         "output scale and above this (the tests use rtol 1e-4, atol 1e-4 * max |ref|)"),
+         "output scale and above this (shared_specs.tolerances.F32_PARITY: 1e-4 of the output scale)"),
         {f"{k}_rel": v for k, v in rel.items()},
     )
 

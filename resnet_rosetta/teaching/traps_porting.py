@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.frameworks import get_framework, import_frameworks
 from resnet_rosetta.interop.layer_outputs import relative_difference
 from resnet_rosetta.teaching.measured import (
+    BITE,
     Anchor,
     Measured,
     PortComparison,
@@ -21,17 +22,16 @@ from resnet_rosetta.teaching.measured import (
     g,
     setting,
 )
-from resnet_rosetta.teaching.naive import Framework, flatten_dense_kernel, naive_port
+from resnet_rosetta.teaching.naive import flatten_dense_kernel, naive_port
 from shared_specs import ResNetSpec, count_flops, count_params, get_spec, make_plan, output_shape
 from shared_specs import plan as P
+from shared_specs.layout import conv_to_keras
 
 
-def _ports(a: Anchor, trap: str, framework: Framework = "keras") -> tuple[PortComparison, PortComparison]:
-    """(correct port, naive port), each compared with the source model in the other framework."""
-    if framework == "keras":
-        source, correct = a.torch_model(), a.keras_model()
-    else:
-        source, correct = a.keras_model(), a.torch_model()
+def _ports(a: Anchor, trap: str, framework: str = "keras") -> tuple[PortComparison, PortComparison]:
+    """(correct port, naive port into `framework`), each compared with the source model in the other one."""
+    target = get_framework(framework)
+    source, correct = a.model(target.other), a.model(target)
     reference = a.outputs(source)
     return compare(reference, a.outputs(correct)), compare(reference, a.outputs(naive_port(a.spec, a.weights, trap, framework)))
 
@@ -92,7 +92,7 @@ def grouped_conv(preset: ResNetSpec | str = "resnext50_32x4d", hw: int = 64) -> 
     dense = keras.layers.Conv2D(conv.out_channels, conv.kernel_size, use_bias=False)
     dense.build((None, None, None, conv.in_channels))
     try:
-        dense.kernel.assign(a.weights[f"{conv.name}.weight"].transpose(2, 3, 1, 0))
+        dense.kernel.assign(conv_to_keras(a.weights[f"{conv.name}.weight"]))
         error = "no error"
     except (ValueError, TypeError) as err:
         error = type(err).__name__
@@ -191,7 +191,7 @@ def flatten_order(preset: ResNetSpec | str = "resnet18", hw: int = 64, classes: 
          f"rows permuted from (C, H, W) to (H, W, C) order: {g(good)} of the output scale",
          "every ResNet here ends in global average pooling, which has no spatial order: nothing to permute"),
         {"naive_rel": naive, "ours_rel": good, "chw": chw},
-        "fc" if naive > 1e-4 else None,
+        "fc" if naive > BITE else None,
     )
 
 

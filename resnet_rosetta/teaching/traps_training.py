@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from resnet_rosetta.frameworks import import_frameworks
-from resnet_rosetta.teaching.measured import BATCH, BITE, Anchor, Measured, anchor, g, is_keras, setting
+from resnet_rosetta.frameworks import framework_of, import_frameworks
+from resnet_rosetta.teaching.measured import BATCH, BITE, Anchor, Measured, anchor, g, setting
 from resnet_rosetta.teaching.naive import naive_port
 from shared_specs import ResNetSpec, layer_table, make_plan, resolve_spec
 from shared_specs import plan as P
@@ -27,21 +27,10 @@ def _batches(a: Anchor, steps: int) -> list[np.ndarray]:
 def _train_forward(model: Any, batches: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Training-mode forward passes (no optimizer): only the BN running statistics move.
     Returns the model's canonical weights afterwards."""
-    torch, _ = import_frameworks()
-    if not is_keras(model):
-        import resnet_torch as rt
-
-        model.train()
-        with torch.no_grad():
-            for x in batches:
-                model(torch.from_numpy(x))
-        model.eval()
-        return rt.export_weights(model)
-    import resnet_keras as rk
-
+    framework = framework_of(model)
     for x in batches:
-        model(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), training=True)
-    return rk.export_weights(model)
+        framework.forward(model, x, training=True)
+    return framework.export_weights(model)
 
 
 def _bn_names(a: Anchor) -> list[str]:

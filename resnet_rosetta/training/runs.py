@@ -25,20 +25,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from resnet_rosetta.frameworks import Framework, get_framework
 from resnet_rosetta.training.data import Dataset, load_dataset
 from shared_specs import CheckpointError, ResNetSpec, SpecError, read_checkpoint, write_checkpoint
 from shared_specs.checkpoint import atomic_write, read_spec_and_weights
+from shared_specs.spec import describe_differences, differences
 from shared_specs.training import Metrics, SGDConfig, epoch_batches, initial_weights
 
 STATE_FILE = "train_state.safetensors"
 HISTORY_FILE = "history.json"
 RUN_FORMAT, RUN_VERSION = "resnet-rosetta-run", 1
-FRAMEWORKS = ("torch", "keras")
 
 
 @dataclass(frozen=True)
@@ -62,43 +62,15 @@ class RunSettings:
         return cls(**{**data, "spec": ResNetSpec.from_dict(data["spec"]), "sgd": SGDConfig.from_dict(data["sgd"])})
 
 
-@dataclass
-class Framework:
-    """One framework's mirrored modules: resnet_<name> and resnet_<name>.training/.distributed."""
-
-    name: str
-    package: ModuleType
-    training: ModuleType
-    device: str | None = None  # torch only
-    distributed: ModuleType | None = None  # imported for data-parallel runs only
-
-    def build(self, spec: ResNetSpec, weights: dict[str, np.ndarray]) -> Any:
-        model = self.package.build(spec)
-        self.package.import_weights(model, weights)
-        if self.device is not None:
-            model = model.to(self.device)
-        return model
-
-
 def load_framework(name: str, backend: str | None = None, device: str | None = None) -> Framework:
-    """Import only what `name` needs (torch training never loads TensorFlow)."""
-    if name not in FRAMEWORKS:
-        raise SpecError(f"framework must be one of {list(FRAMEWORKS)}, got {name!r}")
-    if name == "keras":
-        from resnet_rosetta.frameworks import import_frameworks
-
-        import_frameworks(backend)
-        if device is not None:
-            raise SpecError("--device applies to --framework torch (Keras places work by its backend)")
-    elif backend is not None:
-        raise SpecError("--backend applies to --framework keras")
-    package = importlib.import_module(f"resnet_{name}")
-    training = importlib.import_module(f"resnet_{name}.training")
-    if name == "torch":
+    """The framework to train in; only what `name` needs is imported (torch training never
+    loads TensorFlow), and torch trains on CUDA when present unless `device` says otherwise."""
+    framework = get_framework(name, backend=backend, device=device)
+    if framework.name == "torch" and device is None:
         import torch
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Framework(name, package, training, device)
+        framework.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return framework
 
 
 def prepare_data(settings: RunSettings) -> Dataset:
@@ -165,8 +137,9 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
         raise SpecError(f"--batch-size {settings.batch_size} does not split over {context.world_size} replicas")
     if resume:
         state, buffers = read_state(out)
-        if diff := _differences(state.settings.to_dict(), settings.to_dict()):
-            raise SpecError(f"{out}: the run was started with other settings: {', '.join(diff)}")
+        if diff := differences(state.settings.to_dict(), settings.to_dict()):
+            raise SpecError(f"{out}: the run was started with other settings: "
+                            f"{describe_differences(diff, 'stored', 'now')}")
         stored_spec, weights = read_spec_and_weights(out / state.checkpoint)
         if stored_spec.differences(spec):
             raise CheckpointError(f"{out / state.checkpoint}: its spec differs from the run's")
@@ -238,22 +211,11 @@ def evaluate_checkpoint(path: str | Path, framework: Framework, data: str, *, su
 
 
 def _data_parallel(framework: Framework) -> Any:
-    framework.distributed = importlib.import_module(f"resnet_{framework.name}.distributed")
+    framework.distributed = importlib.import_module(f"{framework.package.__name__}.distributed")
     context = framework.distributed.init_data_parallel()
     if framework.name == "torch":
         framework.device = str(context.device)
     return context
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _differences(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{prefix}{k} {a.get(k)!r} (stored) vs {b.get(k)!r}")
-    return out
 
 
 def _record(epoch: int, lr: float, train: Metrics, test: Metrics, seconds: float, framework: str,
