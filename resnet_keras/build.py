@@ -23,7 +23,8 @@ class ResNet(keras.Model):
     def __init__(self, spec: ResNetSpec, dtype: Any = None, **kwargs: Any) -> None:
         plan = make_plan(spec)
         # torchvision's zero_init_residual: the BN closing each block starts at gamma = 0
-        zero_gamma = frozenset(b.last_bn.name for b in plan.blocks() if b.last_bn) if spec.zero_init_last_bn else frozenset()
+        zero_gamma = (frozenset(b.last_bn.name for b in plan.blocks() if b.last_bn) if spec.zero_init_last_bn
+                      else frozenset())
         inputs = keras.Input(shape=(None, None, spec.in_channels), dtype=dtype, name="input")
         x = run(plan.stem, inputs, dtype)
         for block in plan.blocks():

@@ -109,7 +109,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[ResNetSpec | None, di
     if meta.get("format") == FORMAT:
         version = meta.get("format_version")
         if version != str(FORMAT_VERSION):
-            raise CheckpointError(f"{path}: format_version {version!r} is not supported (this is version {FORMAT_VERSION})")
+            raise CheckpointError(f"{path}: format_version {version!r} is not supported "
+                                  f"(this is version {FORMAT_VERSION})")
         try:
             spec = ResNetSpec.from_json(meta.get("spec", ""))
         except SpecError as err:

@@ -83,7 +83,8 @@ def _stages(depths: tuple[int, ...], widths: tuple[int, ...], strides: tuple[int
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 
-def _torchvision(name: str, block: str, depths: tuple[int, ...], groups: int = 1, width_per_group: int = 64) -> ResNetSpec:
+def _torchvision(name: str, block: str, depths: tuple[int, ...], groups: int = 1,
+                 width_per_group: int = 64) -> ResNetSpec:
     return ResNetSpec(
         name=name,
         block=block,  # type: ignore[arg-type]

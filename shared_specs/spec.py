@@ -217,7 +217,8 @@ class ResNetSpec:
         if self.num_classes is None and self.head_activation != "none":
             raise SpecError("head_activation needs a classifier: set num_classes or head_activation='none'")
         if self.zero_init_last_bn and self.preactivation:
-            raise SpecError("zero_init_last_bn needs a BatchNorm closing each block; pre-activation blocks end in a conv")
+            raise SpecError("zero_init_last_bn needs a BatchNorm closing each block; "
+                            "pre-activation blocks end in a conv")
         self._check_widths()
 
     def _check_widths(self) -> None:
