@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
                    help="output format when the suffix does not say it (keras-applications: the "
                         "keras.applications model itself, as a .keras file)")
     p.add_argument("--preset", help="architecture of an input that carries no spec (.pth, plain safetensors)")
-    p.add_argument("--input-size", type=int, default=64, metavar="N", help="image size of the parity check (default 64)")
+    p.add_argument("--input-size", type=int, default=64, metavar="N",
+                   help="image size of the parity check (default 64)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.set_defaults(func=run_port)
 

@@ -90,7 +90,8 @@ def port_story(args: argparse.Namespace) -> bool:
     diff = np.abs(ref - got)
     _step("parity on 4 random images (eval mode)")
     print(f"   max |torch - keras|      {diff.max():.3g}")
-    print(f"   relative to output scale {diff.max() / np.abs(ref).max():.3g}   (float32 bound used by the tests: {F32_PARITY:g})")
+    print(f"   relative to output scale {diff.max() / np.abs(ref).max():.3g}   "
+          f"(float32 bound used by the tests: {F32_PARITY:g})")
     print(f"   same top-1 class          {int((ref.argmax(1) == got.argmax(1)).sum())}/4")
 
     keras_path = out / f"{spec.name}.keras"

@@ -59,7 +59,8 @@ def run_diff(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{args.input}: not a readable .npy array: {err}") from None
         if x.ndim != 4 or x.shape[1] != a.spec.in_channels:
-            raise CheckpointError(f"{args.input}: expected an NCHW batch with {a.spec.in_channels} channels, got {x.shape}")
+            raise CheckpointError(f"{args.input}: expected an NCHW batch with {a.spec.in_channels} channels, "
+                                  f"got {x.shape}")
     report = diff(a, b, input_hw=(args.input_size, args.input_size), x=x, tolerance=args.tolerance)
     if not args.all and report.first_divergence:
         cut = [r.name for r in report.rows].index(report.first_divergence) + 6

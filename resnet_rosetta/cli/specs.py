@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("show", help="per-layer table of a preset: canonical name, torch and Keras layer, shape, cost")
     p.add_argument("name", help="preset name (see `resnet-rosetta list`)")
-    p.add_argument("--input", type=parse_hw, default=None, metavar="H,W", help="input size (default 224,224; 32,32 for CIFAR nets)")
+    p.add_argument("--input", type=parse_hw, default=None, metavar="H,W",
+                   help="input size (default 224,224; 32,32 for CIFAR nets)")
     p.add_argument("--spec", action="store_true", help="print the spec as JSON instead")
     p.set_defaults(func=run_show)
 

@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
         description="Train with torch.optim.SGD semantics in either framework (the same batches, the same update), "
                     "writing a canonical checkpoint and the resumable training state after every epoch.")
     p.add_argument("--framework", required=True, choices=FRAMEWORK_NAMES)
-    p.add_argument("--preset", help="architecture (see `resnet-rosetta list`); num_classes and in_channels follow the data")
+    p.add_argument("--preset",
+                   help="architecture (see `resnet-rosetta list`); num_classes and in_channels follow the data")
     p.add_argument("--data", help="'digits' (scikit-learn, offline) or a directory with CIFAR-10/100 binary files")
     p.add_argument("--epochs", type=_positive, required=True, help="train until this many epochs are done")
     p.add_argument("--out", required=True, type=Path, help="run directory: checkpoints, training state, history")
@@ -40,9 +41,11 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=_positive, help=f"global batch size (default {DEFAULTS['batch_size']})")
     p.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULTS['lr']})")
     p.add_argument("--momentum", type=float, help=f"default {DEFAULTS['momentum']}")
-    p.add_argument("--weight-decay", type=float, help=f"L2, added to the gradient as torch does (default {DEFAULTS['weight_decay']})")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"L2, added to the gradient as torch does (default {DEFAULTS['weight_decay']})")
     p.add_argument("--nesterov", action="store_const", const=True, help="Nesterov momentum")
-    p.add_argument("--milestones", type=_epochs, help="epochs after which the lr is multiplied by --gamma, e.g. 100,150")
+    p.add_argument("--milestones", type=_epochs,
+                   help="epochs after which the lr is multiplied by --gamma, e.g. 100,150")
     p.add_argument("--gamma", type=float, help=f"lr factor at each milestone (default {DEFAULTS['gamma']})")
     p.add_argument("--seed", type=int, help="initial weights, batch order and augmentation (default 0)")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False,

@@ -142,7 +142,8 @@ def likely_causes(a: Side, b: Side, op: P.Op | str, out_a: Mapping[str, np.ndarr
                                    "symmetrically (trap 4)"),
                        ("batchnorm.epsilon", "BatchNorm epsilon differs (PyTorch 1e-5, Keras 1e-3, keras.applications "
                                              "1.001e-5; trap 6)"),
-                       ("stem.pool_pad_value", "max-pool padding value: -inf (PyTorch) vs zeros (ZeroPadding2D; trap 5)"),
+                       ("stem.pool_pad_value", "max-pool padding value: -inf (PyTorch) vs zeros "
+                                               "(ZeroPadding2D; trap 5)"),
                        ("bottleneck_stride", "bottleneck stride on the 3x3 (torchvision v1.5) vs the first 1x1 "
                                              "(keras.applications v1): same tensors, different network (trap 19)"),
                        ("stride_position", "strided block first (v1) vs last (keras.applications V2) in a stage "

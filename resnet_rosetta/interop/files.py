@@ -81,7 +81,8 @@ def format_for_output(path: str | os.PathLike[str], to: str | None = None) -> st
     return to
 
 
-def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
+def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None
+                    ) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
     """(spec, canonical weights) of any supported file, the weights checked against the spec
     (shapes, float dtypes, finite values): see `_read_unchecked` for where the spec comes from."""
     found, weights = _read_unchecked(Path(path), spec)

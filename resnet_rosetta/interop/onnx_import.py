@@ -119,7 +119,8 @@ def _check_nodes(graph, plan: P.Plan, bn_ops: dict[str, P.BatchNorm]) -> list[st
             layer = node.input[1].rsplit(".", 1)[0]
             op = bn_ops.get(layer)
             if op is None or list(node.input[1:5]) != [f"{layer}.{s}" for s in _BN_INPUTS]:
-                problems.append(f"a BatchNormalization node reads {list(node.input[1:5])}, not one BatchNorm's canonical tensors")
+                problems.append(f"a BatchNormalization node reads {list(node.input[1:5])}, "
+                                "not one BatchNorm's canonical tensors")
                 continue
             seen_bn.add(layer)
             epsilon = attrs.get("epsilon", 1e-5)

@@ -237,7 +237,8 @@ def from_keras(model: Any) -> list[Node]:
         if isinstance(layer, L.InputLayer):
             where[id(layer)] = emit(Node("input", layer.name))
             continue
-        parents = [where[id(t._keras_history.operation)] for t in keras.tree.flatten(layer._inbound_nodes[0].input_tensors)]
+        inbound = keras.tree.flatten(layer._inbound_nodes[0].input_tensors)
+        parents = [where[id(t._keras_history.operation)] for t in inbound]
         where[id(layer)] = _keras_layer(layer, parents, emit, keras)
     return _fold_padding(nodes)
 
@@ -417,7 +418,8 @@ def _compare_segment(segment_name: str, seed: list[Node], ref: list[Node]) -> li
         if not _is_subsequence(r_kinds, s_kinds) and not _is_subsequence(s_kinds, r_kinds):
             out.append((f"{segment_name}.order", "layers in another order", True))
         if _has_pair(s_kinds, "relu", "bn") and not _has_pair(r_kinds, "relu", "bn"):
-            out.append((f"{segment_name}.relu_before_bn", "ReLU before BatchNorm (the reference normalises first)", True))
+            out.append((f"{segment_name}.relu_before_bn",
+                        "ReLU before BatchNorm (the reference normalises first)", True))
         if segment_name == "main" and s_kinds and r_kinds and s_kinds[-1] == "relu" and r_kinds[-1] != "relu":
             out.append(("main.ends_with_relu", "the branch ends in a ReLU: it can only add to the shortcut, "
                         "never subtract", True))

@@ -41,7 +41,8 @@ def side_by_side(spec: ResNetSpec, input_hw: tuple[int, int]) -> list[Row]:
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
         tmodel = rt.build(spec).eval()
     torch_shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: torch_shapes.__setitem__(name, tuple(out.shape)))
+    hooks = [module.register_forward_hook(
+                 lambda _m, _i, out, name=name: torch_shapes.__setitem__(name, tuple(out.shape)))
              for name, module in tmodel.named_modules()]
     with torch.no_grad():
         tmodel(torch.empty(1, spec.in_channels, *input_hw, device="meta"))

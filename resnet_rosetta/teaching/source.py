@@ -35,7 +35,8 @@ class _Writer:
         if s.pool == "max" and s.pool_pad_value == "zero" and spec.padding == "same" and s.pool_padding is None:
             raise SpecError("source generation does not cover a zero-padded 'same' max-pool (no preset uses one)")
         if spec.padding == "same" and s.padding is not None:
-            raise SpecError("source generation does not cover an explicit stem padding in a 'same' spec (no preset uses one)")
+            raise SpecError("source generation does not cover an explicit stem padding in a 'same' spec "
+                            "(no preset uses one)")
 
     # -- decisions ---------------------------------------------------------------
 
@@ -128,7 +129,8 @@ class _TorchWriter(_Writer):
                 "        return super().forward(pad_same(x, self.kernel_size[0], self.stride[0]))", "", ""]
             lines += [
                 "def conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):",
-                "    return SameConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)", "", ""]
+                "    return SameConv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)",
+                "", ""]
         else:
             lines += [
                 "def conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):",
@@ -181,9 +183,11 @@ class _TorchWriter(_Writer):
                 lines += [pad + "# average-pool, then a stride-1 projection (ResNet-D); index 0 stays the pool",
                           pad + "pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) "
                           "if stride != 1 else nn.Identity()",
-                          pad + f"self.downsample = nn.Sequential(pool, conv(in_channels, out_channels, 1{proj_bias}){norm})"]
+                          pad + "self.downsample = nn.Sequential(pool, "
+                          f"conv(in_channels, out_channels, 1{proj_bias}){norm})"]
             else:
-                lines.append(pad + f"self.downsample = nn.Sequential(conv(in_channels, out_channels, 1, stride{proj_bias}){norm})")
+                lines.append(pad + "self.downsample = nn.Sequential("
+                             f"conv(in_channels, out_channels, 1, stride{proj_bias}){norm})")
         if subsample != "False":
             lines.append("        self.stride = stride  # strided identity: every stride-th pixel")
         if s.shortcut == "A":
@@ -256,7 +260,8 @@ class _TorchWriter(_Writer):
                           f"        self.maxpool = nn.MaxPool2d({k}, {st})"]
                 stem_calls = f"self.maxpool(pad_same({stem_calls}, {k}, {st}, float('-inf')))"
             elif stem.pool_pad_value == "zero":
-                lines.append("        # zero padding, as keras.applications' ZeroPadding2D (nn.MaxPool2d would pad -inf)")
+                lines.append("        # zero padding, as keras.applications' ZeroPadding2D "
+                             "(nn.MaxPool2d would pad -inf)")
                 lines.append(f"        self.maxpool = nn.Sequential(nn.ZeroPad2d({p}), nn.MaxPool2d({k}, {st}))")
                 stem_calls = f"self.maxpool({stem_calls})"
             else:
@@ -275,7 +280,8 @@ class _TorchWriter(_Writer):
             lines += ["        self.post_bn = norm(channels)  # pre-activation nets end with BN + ReLU",
                       "        self.post_relu = nn.ReLU()"]
         if head:
-            lines += ["        self.avgpool = nn.AdaptiveAvgPool2d(1)", "        self.fc = nn.Linear(channels, num_classes)"]
+            lines += ["        self.avgpool = nn.AdaptiveAvgPool2d(1)",
+                      "        self.fc = nn.Linear(channels, num_classes)"]
             if s.head_activation == "softmax":
                 lines.append("        self.softmax = nn.Softmax(dim=1)")
         lines += ["", "    def forward(self, x):", f"        x = {stem_calls}"]
@@ -305,7 +311,8 @@ class _KerasWriter(_Writer):
                       "    padding = kernel_size // 2 if padding is None else padding",
                       "    if padding:",
                       "        x = layers.ZeroPadding2D(padding, name=name + \"_pad\")(x)",
-                      "    return layers.Conv2D(filters, kernel_size, strides=stride, groups=groups, use_bias=use_bias,",
+                      "    return layers.Conv2D(filters, kernel_size, strides=stride, groups=groups, "
+                      "use_bias=use_bias,",
                       "                         name=name)(x)", "", ""]
         lines += ["def norm(x, name):",
                   "    # Keras's momentum weights the OLD running value (PyTorch's 0.1 is Keras's 0.9)",
@@ -328,7 +335,8 @@ class _KerasWriter(_Writer):
         if preact:
             lines += ['    pre = norm(x, name + "_bn1")', '    pre = layers.ReLU(name=name + "_relu1")(pre)']
             source = "pre"
-        proj_bias = ", use_bias=True" if self.block_bias("downsample.1" if s.shortcut == "D" else "downsample.0") else ""
+        proj_bias = (", use_bias=True" if self.block_bias("downsample.1" if s.shortcut == "D" else "downsample.0")
+                     else "")
         lines.append("    shortcut = x")
         if projection != "False":
             if projection == "True":
@@ -338,16 +346,18 @@ class _KerasWriter(_Writer):
                 pad = " " * 8
                 lines.append(f"    if {projection}:")
             if s.shortcut == "D":
-                lines += [pad + "# average-pool, then a stride-1 projection (ResNet-D); 'same' leaves padding out of the mean",
+                lines += [pad + "# average-pool, then a stride-1 projection (ResNet-D); 'same' leaves padding "
+                          "out of the mean",
                           pad + f"shortcut = {source}",
                           pad + "if stride != 1:",
-                          pad + '    shortcut = layers.AveragePooling2D(2, stride, padding="same", name=name + "_downsample_0")'
-                          "(shortcut)",
+                          pad + '    shortcut = layers.AveragePooling2D(2, stride, padding="same", '
+                          'name=name + "_downsample_0")(shortcut)',
                           pad + f'shortcut = conv(shortcut, out_channels, 1{proj_bias}, name=name + "_downsample_1")']
                 if with_bn:
                     lines.append(pad + 'shortcut = norm(shortcut, name + "_downsample_2")')
             else:
-                lines.append(pad + f'shortcut = conv({source}, out_channels, 1, stride{proj_bias}, name=name + "_downsample_0")')
+                lines.append(pad + f'shortcut = conv({source}, out_channels, 1, stride{proj_bias}, '
+                             'name=name + "_downsample_0")')
                 if with_bn:
                     lines.append(pad + 'shortcut = norm(shortcut, name + "_downsample_1")')
         if subsample != "False":
@@ -357,7 +367,8 @@ class _KerasWriter(_Writer):
         if s.shortcut == "A":
             lines += ["    if out_channels != in_channels:  # zero channels appended (option A)",
                       "        extra = out_channels - in_channels",
-                      "        shortcut = layers.Lambda(lambda t: keras.ops.pad(t, [[0, 0], [0, 0], [0, 0], [0, extra]]),",
+                      "        shortcut = layers.Lambda(lambda t: keras.ops.pad(t, "
+                      "[[0, 0], [0, 0], [0, 0], [0, extra]]),",
                       '                                 name=name + "_channel_pad")(shortcut)']
         convs = self.convs()
         for k, (name, _cin, cout, ks, stride, bias) in enumerate(convs, start=1):
@@ -366,7 +377,8 @@ class _KerasWriter(_Writer):
             args = ("" if stride == "1" else f", {stride}") + groups + (", use_bias=True" if bias else "")
             lines.append(f'    x = conv({source if k == 1 else "x"}, {cout}, {ks}{args}, name=name + "_{name}")')
             if preact and not last:
-                lines += [f'    x = norm(x, name + "_bn{k + 1}")', f'    x = layers.ReLU(name=name + "_relu{k + 1}")(x)']
+                lines += [f'    x = norm(x, name + "_bn{k + 1}")',
+                          f'    x = layers.ReLU(name=name + "_relu{k + 1}")(x)']
             elif not preact:
                 lines.append(f'    x = norm(x, name + "_bn{k}")')
                 if not last:
@@ -389,8 +401,8 @@ class _KerasWriter(_Writer):
             name = f"conv1_{3 * i}" if deep else "conv1"
             bias = ", use_bias=True" if self.stem_convs()[i].bias else ""
             stride = f", {stem.stride}" if i == 0 and stem.stride != 1 else ""
-            pad = (f", padding={first.padding}" if i == 0 and s.padding != "same" and first.padding != stem.kernel_size // 2
-                   else "")
+            explicit = i == 0 and s.padding != "same" and first.padding != stem.kernel_size // 2
+            pad = f", padding={first.padding}" if explicit else ""
             lines.append(f'    x = conv({x}, {width}, {stem.kernel_size}{stride}{bias}, name="{name}"{pad})')
             x = "x"
             if not last:
@@ -411,8 +423,10 @@ class _KerasWriter(_Writer):
                     lines.append("    # the input comes out of a ReLU (>= 0)")
                     lines.append(f'    x = layers.ZeroPadding2D({p}, name="maxpool_pad")(x)')
                 else:
-                    lines.append("    # PyTorch pads its max-pool with -inf, and this input can be negative: zeros would not do")
-                    lines.append(f"    x = layers.Lambda(lambda t: keras.ops.pad(t, [[0, 0], [{p}, {p}], [{p}, {p}], [0, 0]], "
+                    lines.append("    # PyTorch pads its max-pool with -inf, and this input can be negative: "
+                                 "zeros would not do")
+                    lines.append("    x = layers.Lambda(lambda t: keras.ops.pad(t, "
+                                 f"[[0, 0], [{p}, {p}], [{p}, {p}], [0, 0]], "
                                  'constant_values=float("-inf")), name="maxpool_pad")(x)')
                 lines.append(f'    x = layers.MaxPooling2D({k}, {st}, name="maxpool")(x)')
         lines += [f"    stages = {self.stages}  # (blocks, width, stride) per stage",

@@ -48,7 +48,8 @@ def _rel(key: str, what: str = "of the output scale") -> Callable[[Measured], st
 
 
 TRAPS: dict[int, Trap] = {t.number: t for t in (
-    Trap(1, "conv kernel layout", "weight (O, I, kH, kW)", "kernel (kH, kW, I, O): transpose (2, 3, 1, 0), back (3, 2, 0, 1)",
+    Trap(1, "conv kernel layout", "weight (O, I, kH, kW)",
+         "kernel (kH, kW, I, O): transpose (2, 3, 1, 0), back (3, 2, 0, 1)",
          "a reshape, or w.T on square kernels, loads without any error and computes garbage",
          "`resnet_keras/weights.py` RULES: one table holds the conv transpose both ways; "
          "`shared_specs/canonical.py` check_weights rejects any tensor of the wrong shape",
@@ -96,7 +97,8 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          "normalises with batch statistics",
          "`resnet_rosetta/parity.py` compares model.eval() with training=False; freezing for fine-tuning is the "
          "caller's choice and differs by framework as measured here",
-         train.frozen_bn, lambda m: f"{g(m.values['torch_requires_grad_false'])} running-mean drift with requires_grad=False"),
+         train.frozen_bn,
+         lambda m: f"{g(m.values['torch_requires_grad_false'])} running-mean drift with requires_grad=False"),
     Trap(10, "SGD momentum and weight decay", "L2 added to the gradient; lr multiplies outside the momentum buffer",
          "weight_decay decoupled; lr inside the buffer",
          "identical settings train differently from step 2 on (weight decay) or after any lr change",
@@ -142,7 +144,8 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          backend_specific=True),
     Trap(18, "TF32 on Ampere+ GPUs", "matmul/conv may use TF32", "XLA's default precision is reduced too",
          "GPU parity is ~1e-3, not ~1e-6", "not measurable on a CPU-only machine (see the measurement)",
-         num.tf32, lambda m: "not measurable: no CUDA device" if not m.values["cuda"] else "CUDA present, not measured"),
+         num.tf32,
+         lambda m: "not measurable: no CUDA device" if not m.values["cuda"] else "CUDA present, not measured"),
     Trap(19, "ResNet 'v1' means two networks", "torchvision: stride on the bottleneck's 3x3 ('v1.5')",
          "keras.applications ResNet50: stride on the first 1x1, conv biases",
          "the weights fit either layout, and compute something else",
@@ -250,7 +253,8 @@ def markdown(backends: Sequence[str] = BACKENDS) -> str:
     for n, trap in TRAPS.items():
         mark = " (per backend)" if trap.backend_specific else ""
         bite = f"`{measured[n].first_bite}`" if measured[n].first_bite else ""
-        out.append(f"| {n} | [{trap.topic}](#{n}-{_anchor(trap.topic)}){mark} | {trap.headline(measured[n])} | {bite} |")
+        link = f"[{trap.topic}](#{n}-{_anchor(trap.topic)})"
+        out.append(f"| {n} | {link}{mark} | {trap.headline(measured[n])} | {bite} |")
     for n, trap in TRAPS.items():
         m = measured[n]
         out += ["", f"## {n}. {trap.topic}", "",
@@ -258,7 +262,8 @@ def markdown(backends: Sequence[str] = BACKENDS) -> str:
                 f"- **Handled by:** {trap.handled_by}", ""]
         runs = [(b, per_backend[b][n]) for b in per_backend] if trap.backend_specific else [(here, m)]
         for backend, run in runs:
-            out.append(f"Measured ({run.setting}):" if not trap.backend_specific else f"On **{backend}** ({run.setting}):")
+            out.append(f"Measured ({run.setting}):" if not trap.backend_specific
+                       else f"On **{backend}** ({run.setting}):")
             out.append("")
             out += [f"- {fact}" for fact in run.facts]
             if run.first_bite:

@@ -33,7 +33,8 @@ def _ports(a: Anchor, trap: str, framework: str = "keras") -> tuple[PortComparis
     target = get_framework(framework)
     source, correct = a.model(target.other), a.model(target)
     reference = a.outputs(source)
-    return compare(reference, a.outputs(correct)), compare(reference, a.outputs(naive_port(a.spec, a.weights, trap, framework)))
+    return (compare(reference, a.outputs(correct)),
+            compare(reference, a.outputs(naive_port(a.spec, a.weights, trap, framework))))
 
 
 def _port_values(prefix: str, c: PortComparison) -> dict[str, object]:
@@ -103,11 +104,13 @@ def grouped_conv(preset: ResNetSpec | str = "resnext50_32x4d", hw: int = 64) -> 
          describe_port("our port", good),
          f"the same kernel assigned to an ungrouped Conv2D ({tuple(dense.kernel.shape)}, {conv.groups}x the "
          f"parameters) raises {error}: a loud mistake, unlike traps 1 and 2"),
-        {**_port_values("ours", good), "torch_shape": torch_shape, "keras_shape": kernel_shape, "ungrouped_error": error},
+        {**_port_values("ours", good), "torch_shape": torch_shape, "keras_shape": kernel_shape,
+         "ungrouped_error": error},
     )
 
 
-def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_native: ResNetSpec | str = "tutorial_keras_resnet18") -> Measured:
+def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64,
+                 keras_native: ResNetSpec | str = "tutorial_keras_resnet18") -> Measured:
     """Trap 4: Keras 'same' for strided convs, both directions, even and odd input sizes."""
     a = anchor(preset, hw)
     good, naive = _ports(a, "same-padding")
@@ -129,7 +132,8 @@ def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64, keras_nati
     )
 
 
-def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64, post_relu: ResNetSpec | str = "resnet50") -> Measured:
+def pool_padding(preset: ResNetSpec | str = "resnet50_v2", hw: int = 64,
+                 post_relu: ResNetSpec | str = "resnet50") -> Measured:
     """Trap 5: zero max-pool padding where the pool sees negative inputs (v2 stem) and where not."""
     # a pre-activation net trained in PyTorch: its stem pool pads with -inf, as nn.MaxPool2d does
     a = anchor(preset, hw, stem={"pool_pad_value": "-inf"})
@@ -172,7 +176,8 @@ def flatten_order(preset: ResNetSpec | str = "resnet18", hw: int = 64, classes: 
     torch, keras = import_frameworks()
     a = anchor(preset, hw, num_classes=None)
     chw = output_shape(a.spec, (hw, hw))
-    weight = np.random.default_rng(2).uniform(-1, 1, (classes, int(np.prod(chw)))).astype(np.float32) / np.sqrt(np.prod(chw))
+    weight = (np.random.default_rng(2).uniform(-1, 1, (classes, int(np.prod(chw)))).astype(np.float32)
+              / np.sqrt(np.prod(chw)))
     linear = torch.nn.Linear(weight.shape[1], classes, bias=False)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(weight))

@@ -37,7 +37,8 @@ def _bn_names(a: Anchor) -> list[str]:
     return [op.name for op in make_plan(a.spec).ops() if isinstance(op, P.BatchNorm)]
 
 
-def _stat_drift(a: Anchor, ref: dict[str, np.ndarray], other: dict[str, np.ndarray], stat: str) -> tuple[float, str | None]:
+def _stat_drift(a: Anchor, ref: dict[str, np.ndarray], other: dict[str, np.ndarray], stat: str
+                ) -> tuple[float, str | None]:
     """Largest relative difference of a running statistic over all BNs, and the first BN beyond BITE."""
     worst, first = 0.0, None
     for name in _bn_names(a):
@@ -55,7 +56,8 @@ def bn_momentum(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32, steps
     batches = _batches(a, steps)
     source = _train_forward(a.torch_model(), batches)
     good, _ = _stat_drift(a, source, _train_forward(a.keras_model(), batches), "running_mean")
-    naive, bite = _stat_drift(a, source, _train_forward(naive_port(a.spec, a.weights, "bn-momentum"), batches), "running_mean")
+    naive_model = naive_port(a.spec, a.weights, "bn-momentum")
+    naive, bite = _stat_drift(a, source, _train_forward(naive_model, batches), "running_mean")
     decay = a.spec.batchnorm.running_stats_decay
     return Measured(
         setting(a.spec, hw, f", {steps} training-mode forward passes"),
@@ -136,7 +138,8 @@ def frozen_bn(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> Meas
     out_gap = float(np.abs(trained - inference).max())
     return Measured(
         setting(a.spec, hw, ", one forward pass per case"),
-        (f"PyTorch, requires_grad=False on every parameter, model.train(): running means move by up to {g(torch_no_grad)}",
+        (f"PyTorch, requires_grad=False on every parameter, model.train(): running means move by up to "
+         f"{g(torch_no_grad)}",
          f"PyTorch, model.eval(): they move by {g(torch_eval)}",
          f"Keras, model.trainable=False, called with training=True: they move by {g(keras_frozen)}, and the output "
          f"differs from inference mode by {g(out_gap)} (a frozen Keras BN runs in inference mode)",
@@ -187,7 +190,8 @@ def _run_optimizers(a: Anchor, names: list[str], grads: list[list[np.ndarray]], 
         topt.step()
         kopt.apply_gradients(zip(kgrads, kvars))
         moved = max(float(np.abs(p.detach().numpy() - w).max()) for p, w in zip(tparams, start))
-        gap = max(float(np.abs(p.detach().numpy() - keras.ops.convert_to_numpy(v)).max()) for p, v in zip(tparams, kvars))
+        gap = max(float(np.abs(p.detach().numpy() - keras.ops.convert_to_numpy(v)).max())
+                  for p, v in zip(tparams, kvars))
         gaps.append(gap / moved)
     return gaps
 
@@ -259,8 +263,10 @@ def default_init(preset: ResNetSpec | str = "resnet18", layer: str = "layer1.0.c
     keras.utils.set_random_seed(0)
     ours_torch = rt.export_weights(rt.build(spec))[f"{layer}.weight"]
     ours_keras = rk.export_weights(rk.build(spec))[f"{layer}.weight"]
-    stds = {"torch_default": float(plain_torch.std()), "keras_default": float(keras.ops.convert_to_numpy(plain_keras.kernel).std()),
-            "ours_torch": float(ours_torch.std()), "ours_keras": float(ours_keras.std()), "he_fan_out": float(np.sqrt(2 / fan_out))}
+    stds = {"torch_default": float(plain_torch.std()),
+            "keras_default": float(keras.ops.convert_to_numpy(plain_keras.kernel).std()),
+            "ours_torch": float(ours_torch.std()), "ours_keras": float(ours_keras.std()),
+            "he_fan_out": float(np.sqrt(2 / fan_out))}
     same_seed = float(np.abs(ours_torch - ours_keras).max())
     return Measured(
         f"{spec.name}'s {layer} ({op.in_channels}->{op.out_channels}, {op.kernel_size}x{op.kernel_size}), Keras on "

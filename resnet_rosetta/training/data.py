@@ -86,7 +86,8 @@ class Dataset:
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test images, "
-                f"{self.channels}x{self.train_images.shape[2]}x{self.train_images.shape[3]}, {self.num_classes} classes")
+                f"{self.channels}x{self.train_images.shape[2]}x{self.train_images.shape[3]}, "
+                f"{self.num_classes} classes")
 
 
 def load_dataset(source: str | os.PathLike[str], *, channels: int | None = None,
