@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from shared_specs import plan as P
@@ -109,6 +110,161 @@ class UnbiasedBatchNormalization(layers.BatchNormalization):
         return keras.ops.cast(out, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class StandardizedConv2D(layers.Conv2D):
+    """Conv2D with weight standardisation (BiT's StdConv2d): each output channel's kernel
+    minus its mean, over sqrt(its biased variance + `standardize`), at every call."""
+
+    def __init__(self, *args: Any, standardize: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.standardize = float(standardize)
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        axes = (0, 1, 2)  # (kH, kW, in/groups) of each output channel
+        mean = keras.ops.mean(kernel, axis=axes, keepdims=True)
+        var = keras.ops.var(kernel, axis=axes, keepdims=True)
+        return super().convolution_op(inputs, (kernel - mean) / keras.ops.sqrt(var + self.standardize))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "standardize": self.standardize}
+
+
+class _ChannelParams(layers.Layer):
+    """A layer owning per-channel vectors named as PyTorch names them (weight, bias, ...)."""
+
+    def __init__(self, params: tuple[str, ...], zero_weight: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.params, self.zero_weight = tuple(params), zero_weight
+
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        channels = input_shape[-1]
+        inits = {"weight": "zeros" if self.zero_weight else "ones", "bias": "zeros", "v": "ones", "tau": "zeros"}
+        for param in self.params:
+            setattr(self, param, self.add_weight(name=param, shape=(channels,), initializer=inits[param]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "params": list(self.params), "zero_weight": self.zero_weight}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class EvoNormS0(_ChannelParams):
+    """EvoNorm-S0 (the PyTorch twin is resnet_torch.layers.EvoNorm2dS0): x * sigmoid(v x) /
+    group_std(x) * weight + bias, statistics per example over H, W and each group's channels;
+    without `v` only x * weight + bias (timm's apply_act=False)."""
+
+    def __init__(self, groups: int, epsilon: float, act: bool, **kwargs: Any) -> None:
+        kwargs.setdefault("params", ("weight", "bias", "v") if act else ("weight", "bias"))
+        super().__init__(**kwargs)
+        self.groups, self.epsilon, self.act = groups, float(epsilon), act
+
+    def call(self, x: Any) -> Any:
+        if self.act:
+            shape = keras.ops.shape(x)
+            grouped = (shape[0], shape[1], shape[2], self.groups, shape[3] // self.groups)
+            var = keras.ops.var(keras.ops.reshape(x, grouped), axis=(1, 2, 4), keepdims=True)  # biased, as torch's
+            gated = keras.ops.reshape(x * keras.ops.sigmoid(x * self.v), grouped)
+            x = keras.ops.reshape(gated / keras.ops.sqrt(var + self.epsilon), shape)
+        return x * self.weight + self.bias
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon, "act": self.act}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class FilterResponseNorm(_ChannelParams):
+    """Filter Response Normalisation with its TLU (the PyTorch twin is
+    resnet_torch.layers.FilterResponseNorm2d): x / sqrt(mean over H, W of x^2 + epsilon) *
+    weight + bias, then max(., tau) when `tlu`."""
+
+    def __init__(self, epsilon: float, tlu: bool, **kwargs: Any) -> None:
+        kwargs.setdefault("params", ("weight", "bias", "tau") if tlu else ("weight", "bias"))
+        super().__init__(**kwargs)
+        self.epsilon, self.tlu = float(epsilon), tlu
+
+    def call(self, x: Any) -> Any:
+        x = x * keras.ops.rsqrt(keras.ops.mean(keras.ops.square(x), axis=(1, 2), keepdims=True) + self.epsilon)
+        x = x * self.weight + self.bias
+        return keras.ops.maximum(x, self.tau) if self.tlu else x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon, "tlu": self.tlu}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class SqueezeExcite(layers.Layer):
+    """Squeeze-excitation (the PyTorch twin is resnet_torch.layers.SqueezeExcite):
+    x * sigmoid(fc2(relu(fc1(mean over H, W)))), fc1/fc2 1x1 Conv2Ds with bias."""
+
+    def __init__(self, channels: int, reduced: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channels, self.reduced = channels, reduced
+        self.fc1 = layers.Conv2D(reduced, 1, kernel_initializer=_he_normal_fan_out(), dtype=self.dtype_policy,
+                                 name="fc1")
+        self.fc2 = layers.Conv2D(channels, 1, kernel_initializer=_he_normal_fan_out(), dtype=self.dtype_policy,
+                                 name="fc2")
+
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        squeezed = (input_shape[0], 1, 1, self.channels)
+        self.fc1.build(squeezed)
+        self.fc2.build((input_shape[0], 1, 1, self.reduced))
+
+    def call(self, x: Any) -> Any:
+        s = self.fc2(keras.ops.relu(self.fc1(keras.ops.mean(x, axis=(1, 2), keepdims=True))))
+        return x * keras.ops.sigmoid(s)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channels": self.channels, "reduced": self.reduced}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class EfficientChannelAttention(layers.Layer):
+    """ECA (the PyTorch twin is resnet_torch.layers.EfficientChannelAttention): x *
+    sigmoid(a Conv1D over the channel axis of the channel means), zero-padded, no bias.
+    The kernel is Conv1D's (k, 1, 1); PyTorch's Conv1d holds it as (1, 1, k)."""
+
+    def __init__(self, kernel_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        bound = 1.0 / math.sqrt(self.kernel_size)  # PyTorch's Conv1d default: U(+-1/sqrt(fan_in))
+        self.kernel = self.add_weight(name="kernel", shape=(self.kernel_size, 1, 1),
+                                      initializer=keras.initializers.RandomUniform(-bound, bound))
+
+    def call(self, x: Any) -> Any:
+        means = keras.ops.expand_dims(keras.ops.mean(x, axis=(1, 2)), -1)  # (N, C, 1): channels as steps
+        s = keras.ops.conv(means, self.kernel, padding="same")  # odd k: (k - 1) // 2 zeros each side
+        return x * keras.ops.sigmoid(keras.ops.expand_dims(keras.ops.squeeze(s, -1), (1, 2)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class BlurPool2D(layers.Layer):
+    """Anti-aliased downsampling (the PyTorch twin is resnet_torch.layers.BlurPool2d):
+    reflect-pad 1, then the binomial [1, 2, 1] x [1, 2, 1] / 16 filter per channel with
+    `stride`. The filter is a constant, not a weight."""
+
+    def __init__(self, stride: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, x: Any) -> Any:
+        taps = np.array([1.0, 2.0, 1.0]) / 4
+        channels = keras.ops.shape(x)[-1]
+        kernel = keras.ops.tile(keras.ops.cast(np.outer(taps, taps)[:, :, None, None], x.dtype), (1, 1, channels, 1))
+        x = keras.ops.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+        return keras.ops.depthwise_conv(x, kernel, strides=self.stride, padding="valid")
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        n, h, w, c = shape
+        return (n, *(None if s is None else (s - 1) // self.stride + 1 for s in (h, w)), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "stride": self.stride}
+
+
 def _he_normal_fan_out() -> keras.initializers.Initializer:
     # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu")
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
@@ -120,16 +276,31 @@ def make_layers(op: P.Op, dtype: Any = None, *, zero_gamma: bool = False) -> lis
     kw = {"dtype": dtype}
     if isinstance(op, P.Conv):
         pad = [] if op.padding in ("same", 0) else [layers.ZeroPadding2D(op.padding, name=f"{name}_pad", **kw)]
-        return pad + [layers.Conv2D(
-            op.out_channels, op.kernel_size, strides=op.stride, padding="same" if op.padding == "same" else "valid",
-            groups=op.groups, use_bias=op.bias, kernel_initializer=_he_normal_fan_out(), name=name, **kw)]
+        conv_kw = dict(strides=op.stride, padding="same" if op.padding == "same" else "valid", groups=op.groups,
+                       use_bias=op.bias, kernel_initializer=_he_normal_fan_out(), name=name, **kw)
+        if op.standardize is not None:
+            return pad + [StandardizedConv2D(op.out_channels, op.kernel_size, standardize=op.standardize, **conv_kw)]
+        return pad + [layers.Conv2D(op.out_channels, op.kernel_size, **conv_kw)]
     if isinstance(op, P.BatchNorm):
         cls = UnbiasedBatchNormalization if op.running_var == "unbiased" else layers.BatchNormalization
         return [cls(
             epsilon=op.epsilon, momentum=op.running_stats_decay, name=name,
             gamma_initializer="zeros" if zero_gamma else "ones", **kw)]
+    if isinstance(op, P.GroupNorm):
+        return [layers.GroupNormalization(op.groups, epsilon=op.epsilon, name=name,
+                                          gamma_initializer="zeros" if zero_gamma else "ones", **kw)]
+    if isinstance(op, P.EvoNormS0):
+        return [EvoNormS0(op.groups, op.epsilon, op.act, zero_weight=zero_gamma, name=name, **kw)]
+    if isinstance(op, P.FilterResponseNorm):
+        return [FilterResponseNorm(op.epsilon, op.tlu, zero_weight=zero_gamma, name=name, **kw)]
     if isinstance(op, P.ReLU):
         return [layers.ReLU(name=name, **kw)]
+    if isinstance(op, P.SqueezeExcite):
+        return [SqueezeExcite(op.channels, op.reduced, name=name, **kw)]
+    if isinstance(op, P.EfficientChannelAttention):
+        return [EfficientChannelAttention(op.kernel_size, name=name, **kw)]
+    if isinstance(op, P.BlurPool):
+        return [BlurPool2D(op.stride, name=name, **kw)]
     if isinstance(op, P.MaxPool):
         if op.pad_value == "-inf" and op.padding == "same":
             return [layers.MaxPooling2D(op.size, op.stride, padding="same", name=name, **kw)]
@@ -138,8 +309,9 @@ def make_layers(op: P.Op, dtype: Any = None, *, zero_gamma: bool = False) -> lis
         return [pad, layers.MaxPooling2D(op.size, op.stride, padding="valid", name=name, **kw)]
     if isinstance(op, P.AvgPool):
         # 'same' on a 2x2/2 window averages only real pixels, as PyTorch's ceil_mode with
-        # count_include_pad=False does (tests check odd sizes on every backend).
-        return [layers.AveragePooling2D(op.size, op.stride, padding="same", name=name, **kw)]
+        # count_include_pad=False does (tests check odd sizes on every backend); 'valid' floors.
+        padding = "same" if op.ceil_mode else "valid"
+        return [layers.AveragePooling2D(op.size, op.stride, padding=padding, name=name, **kw)]
     if isinstance(op, P.Subsample):
         return [layers.MaxPooling2D(1, op.stride, name=name, **kw)]  # keras.applications V2's strided identity
     if isinstance(op, P.ChannelPad):

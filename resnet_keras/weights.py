@@ -19,7 +19,14 @@ from resnet_keras.layers import keras_name
 from shared_specs import check_weights, make_plan, write_checkpoint
 from shared_specs import plan as P
 from shared_specs.checkpoint import read_spec_and_weights, read_weights_for
-from shared_specs.layout import conv_from_keras, conv_to_keras, dense_from_keras, dense_to_keras
+from shared_specs.layout import (
+    conv1d_from_keras,
+    conv1d_to_keras,
+    conv_from_keras,
+    conv_to_keras,
+    dense_from_keras,
+    dense_to_keras,
+)
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -28,19 +35,27 @@ def _same(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# (canonical suffix, Keras variable attribute, canonical -> Keras, Keras -> canonical)
+# (canonical suffix, Keras variable's attribute path, canonical -> Keras, Keras -> canonical)
 Rule = tuple[str, str, Transform, Transform]
+_AFFINE: tuple[Rule, ...] = (("weight", "gamma", _same, _same), ("bias", "beta", _same, _same))
+_PER_CHANNEL: tuple[Rule, ...] = tuple((p, p, _same, _same) for p in ("weight", "bias", "v", "tau"))
 RULES: dict[type, tuple[Rule, ...]] = {
     P.Conv: (  # kernel layouts: shared_specs/layout.py (traps 1, 3)
         ("weight", "kernel", conv_to_keras, conv_from_keras),
         ("bias", "bias", _same, _same),
     ),
     P.BatchNorm: (
-        ("weight", "gamma", _same, _same),
-        ("bias", "beta", _same, _same),
+        *_AFFINE,
         ("running_mean", "moving_mean", _same, _same),
         ("running_var", "moving_variance", _same, _same),
     ),
+    P.GroupNorm: _AFFINE,
+    P.EvoNormS0: _PER_CHANNEL,  # our layers name their vectors as PyTorch does
+    P.FilterResponseNorm: _PER_CHANNEL,
+    P.SqueezeExcite: tuple((f"{fc}.{suffix}", f"{fc}.{attr}", to_k, to_c) for fc in ("fc1", "fc2")
+                           for suffix, attr, to_k, to_c in (("weight", "kernel", conv_to_keras, conv_from_keras),
+                                                            ("bias", "bias", _same, _same))),
+    P.EfficientChannelAttention: (("conv.weight", "kernel", conv1d_to_keras, conv1d_from_keras),),
     P.Linear: (  # (out, in) <-> (in, out) (trap 2)
         ("weight", "kernel", dense_to_keras, dense_from_keras),
         ("bias", "bias", _same, _same),
@@ -49,9 +64,9 @@ RULES: dict[type, tuple[Rule, ...]] = {
 
 
 def op_rules(op: P.Op) -> tuple[Rule, ...]:
-    """The rows of RULES that apply to `op` (a conv without bias has no bias row)."""
-    rules = RULES.get(type(op), ())
-    return rules[:1] if isinstance(op, P.Conv) and not op.bias else rules
+    """The rows of RULES for the tensors `op` has (a conv without bias has no bias row)."""
+    suffixes = {name[len(op.name) + 1:] for name, _, _ in P.op_tensors(op)}
+    return tuple(rule for rule in RULES.get(type(op), ()) if rule[0] in suffixes)
 
 
 def canonical_variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Transform]]:
@@ -62,8 +77,11 @@ def canonical_variables(model: ResNet) -> Iterator[tuple[str, Any, Transform, Tr
         rules = op_rules(op)
         if rules:
             layer = layers[keras_name(op.name)]
-            for suffix, attr, to_keras, to_canonical in rules:
-                yield f"{op.name}.{suffix}", getattr(layer, attr), to_keras, to_canonical
+            for suffix, path, to_keras, to_canonical in rules:
+                variable = layer
+                for attr in path.split("."):  # "fc1.kernel": a sub-layer's variable
+                    variable = getattr(variable, attr)
+                yield f"{op.name}.{suffix}", variable, to_keras, to_canonical
 
 
 def export_weights(model: ResNet) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,102 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(_pad_same(x, self.kernel_size[0], self.stride[0]))
+
+
+class StdConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation (BiT): each output channel's kernel minus its mean,
+    over sqrt(its biased variance + `eps`), at every call."""
+
+    def __init__(self, *args: Any, eps: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        var, mean = torch.var_mean(w, dim=(1, 2, 3), keepdim=True, correction=0)
+        return self._conv_forward(x, (w - mean) / torch.sqrt(var + self.eps), self.bias)
+
+
+class EvoNorm2dS0(nn.Module):
+    """EvoNorm-S0 (Liu et al. 2020): x * sigmoid(v x) / group_std(x) * weight + bias; without
+    `act` only x * weight + bias, as timm's apply_act=False. Statistics per example."""
+
+    def __init__(self, channels: int, groups: int, eps: float, act: bool) -> None:
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.v = nn.Parameter(torch.ones(channels)) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        if self.v is not None:
+            n, c, h, w = x.shape
+            grouped = x.reshape(n, self.groups, c // self.groups, h, w)
+            var = grouped.var(dim=(2, 3, 4), correction=0, keepdim=True)
+            std = (var + self.eps).sqrt().expand_as(grouped).reshape(n, c, h, w)
+            x = x * torch.sigmoid(x * self.v.view(shape)) / std
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+class FilterResponseNorm2d(nn.Module):
+    """Filter Response Normalisation with its TLU (Singh & Krishnan 2020): x / sqrt(mean of
+    x^2 over H, W + eps) * weight + bias, then max(., tau) when `tlu`."""
+
+    def __init__(self, channels: int, eps: float, tlu: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.tau = nn.Parameter(torch.zeros(channels)) if tlu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        x = x * torch.rsqrt(x.square().mean(dim=(2, 3), keepdim=True) + self.eps)
+        x = x * self.weight.view(shape) + self.bias.view(shape)
+        return torch.maximum(x, self.tau.view(shape)) if self.tau is not None else x
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation: x * sigmoid(fc2(relu(fc1(mean over H, W)))), 1x1 convs with bias."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, reduced, 1)
+        self.fc2 = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True))))
+        return x * torch.sigmoid(s)
+
+
+class EfficientChannelAttention(nn.Module):
+    """ECA: x * sigmoid(conv1d over the channel axis of the channel means), zero-padded, no bias."""
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        s = self.conv(x.mean(dim=(2, 3)).view(n, 1, c))
+        return x * torch.sigmoid(s).view(n, c, 1, 1)
+
+
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019): reflect-pad 1, then the binomial [1, 2, 1] x
+    [1, 2, 1] / 16 filter on each channel with `stride`. The filter is a constant, not a weight."""
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__()
+        self.channels, self.stride = channels, stride
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4
+        self.register_buffer("filt", (taps[:, None] * taps[None, :]).expand(channels, 1, 3, 3).clone(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return F.conv2d(x, self.filt.to(x.dtype), stride=self.stride, groups=self.channels)
 
 
 class PaddedMaxPool2d(nn.MaxPool2d):
@@ -140,18 +237,32 @@ def make_layer(op: P.Op) -> nn.Module:
         args = (op.in_channels, op.out_channels, op.kernel_size, op.stride)
         if op.padding == "same":
             return SameConv2d(*args, groups=op.groups, bias=op.bias)
+        if op.standardize is not None:
+            return StdConv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias, eps=op.standardize)
         return nn.Conv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias)
     if isinstance(op, P.BatchNorm):
         cls = nn.BatchNorm2d if op.running_var == "unbiased" else BiasedBatchNorm2d
         return cls(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
+    if isinstance(op, P.GroupNorm):
+        return nn.GroupNorm(op.groups, op.channels, eps=op.epsilon)
+    if isinstance(op, P.EvoNormS0):
+        return EvoNorm2dS0(op.channels, op.groups, op.epsilon, op.act)
+    if isinstance(op, P.FilterResponseNorm):
+        return FilterResponseNorm2d(op.channels, op.epsilon, op.tlu)
     if isinstance(op, P.ReLU):
         return nn.ReLU()  # not in-place: forward hooks (resnet-rosetta diff) keep what they saw
+    if isinstance(op, P.SqueezeExcite):
+        return SqueezeExcite(op.channels, op.reduced)
+    if isinstance(op, P.EfficientChannelAttention):
+        return EfficientChannelAttention(op.kernel_size)
+    if isinstance(op, P.BlurPool):
+        return BlurPool2d(op.channels, op.stride)
     if isinstance(op, P.MaxPool):
         if op.pad_value == "-inf" and op.padding != "same":
             return nn.MaxPool2d(op.size, op.stride, op.padding)
         return PaddedMaxPool2d(op.size, op.stride, op.padding, 0.0 if op.pad_value == "zero" else -math.inf)
     if isinstance(op, P.AvgPool):
-        return nn.AvgPool2d(op.size, op.stride, ceil_mode=True, count_include_pad=False)
+        return nn.AvgPool2d(op.size, op.stride, ceil_mode=op.ceil_mode, count_include_pad=False)
     if isinstance(op, P.Subsample):
         return Subsample(op.stride)
     if isinstance(op, P.ChannelPad):

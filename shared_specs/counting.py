@@ -2,7 +2,9 @@
 
 FLOPs are counted as multiply-accumulates (MACs) of convolutions and the classifier,
 the convention of He et al. 2015 Table 1 and of torchvision's published "GFLOPS"
-(resnet50: 4.09e9 at 224x224). BatchNorm, ReLU, pooling and additions are left out.
+(resnet50: 4.09e9 at 224x224); the convolutions include those inside attention (SE's
+two 1x1 convs, ECA's Conv1d) and BlurPool's fixed 3x3 filter. Norms, activations,
+pooling and additions are left out.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from dataclasses import dataclass
 from shared_specs.errors import SpecError
 from shared_specs.plan import (
     AvgPool,
+    BlurPool,
     ChannelPad,
     Conv,
+    EfficientChannelAttention,
     GlobalAvgPool,
     Linear,
     MaxPool,
     Op,
     Padding,
     Plan,
+    SqueezeExcite,
     Subsample,
     make_plan,
     op_tensors,
@@ -130,7 +135,14 @@ def _out_shape(op: Op, x: Shape) -> Shape:
             return out - 1 if (out - 1) * op.stride >= n else out
 
         c, h, w = x
+        if not op.ceil_mode:
+            return (c, *(_spatial(op.name, n, op.size, op.stride, 0) for n in (h, w)))
         return (c, ceil_out(h), ceil_out(w))
+    if isinstance(op, BlurPool):  # reflect-padded by 1 around a 3x3 window
+        c, h, w = x
+        if min(h, w) < 2:
+            raise SpecError(f"input too small: {op.name} reflect-pads {h}x{w} pixels, which needs at least 2")
+        return (c, *(_spatial(op.name, n, 3, op.stride, 1) for n in (h, w)))
     if isinstance(op, Subsample):
         c, h, w = x
         return (c, math.ceil(h / op.stride), math.ceil(w / op.stride))
@@ -141,7 +153,7 @@ def _out_shape(op: Op, x: Shape) -> Shape:
         return (x[0],)
     if isinstance(op, Linear):
         return (op.out_features,)
-    return x  # BatchNorm, ReLU, Softmax
+    return x  # norms, ReLU, attention, Softmax
 
 
 def _macs(op: Op, out: Shape) -> int:
@@ -150,4 +162,11 @@ def _macs(op: Op, out: Shape) -> int:
         return h * w * op.out_channels * (op.in_channels // op.groups) * op.kernel_size**2
     if isinstance(op, Linear):
         return op.in_features * op.out_features
+    if isinstance(op, SqueezeExcite):
+        return 2 * op.channels * op.reduced
+    if isinstance(op, EfficientChannelAttention):
+        return op.channels * op.kernel_size
+    if isinstance(op, BlurPool):
+        _, h, w = out
+        return 9 * op.channels * h * w
     return 0

@@ -26,3 +26,12 @@ def dense_to_keras(w: np.ndarray) -> np.ndarray:
 
 def dense_from_keras(k: np.ndarray) -> np.ndarray:
     return k.T
+
+
+def conv1d_to_keras(w: np.ndarray) -> np.ndarray:
+    """PyTorch Conv1d (out, in, k) -> Keras Conv1D (k, in, out): ECA's kernel."""
+    return w.transpose(2, 1, 0)
+
+
+def conv1d_from_keras(k: np.ndarray) -> np.ndarray:
+    return k.transpose(2, 1, 0)

@@ -15,14 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from shared_specs.spec import ResNetSpec
+from shared_specs.errors import SpecError
+from shared_specs.spec import ResNetSpec, StageSpec
 
 Padding = Union[int, Literal["same"]]
 
 
 @dataclass(frozen=True)
 class Conv:
-    """2-D convolution; `padding` is symmetric pixels, or Keras/TensorFlow 'same'."""
+    """2-D convolution; `padding` is symmetric pixels, or Keras/TensorFlow 'same'.
+    `standardize` is the epsilon of weight standardisation (BiT's StdConv2d), or None."""
 
     name: str
     in_channels: int
@@ -32,6 +34,7 @@ class Conv:
     padding: Padding
     groups: int
     bias: bool
+    standardize: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,73 @@ class BatchNorm:
 
 
 @dataclass(frozen=True)
+class GroupNorm:
+    """GroupNorm: statistics over `groups` groups of channels and H, W, per example."""
+
+    name: str
+    channels: int
+    groups: int
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class EvoNormS0:
+    """EvoNorm-S0 (timm's EvoNorm2dS0): x * sigmoid(v * x) / group_std(x) * weight + bias;
+    with `act` False only x * weight + bias (timm's apply_act=False)."""
+
+    name: str
+    channels: int
+    groups: int
+    epsilon: float
+    act: bool
+
+
+@dataclass(frozen=True)
+class FilterResponseNorm:
+    """FRN (timm's FilterResponseNormTlu2d): x / sqrt(mean over H, W of x^2 + epsilon) *
+    weight + bias, then with `tlu` max(., tau)."""
+
+    name: str
+    channels: int
+    epsilon: float
+    tlu: bool
+
+
+Norm = Union[BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm]
+NORM_OPS = (BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm)
+
+
+@dataclass(frozen=True)
 class ReLU:
     name: str
+
+
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """x * sigmoid(fc2(relu(fc1(mean over H, W of x)))), fc1/fc2 1x1 convs with bias."""
+
+    name: str
+    channels: int
+    reduced: int
+
+
+@dataclass(frozen=True)
+class EfficientChannelAttention:
+    """x * sigmoid(conv1d over the channel axis of mean over H, W of x), no bias, zero padding."""
+
+    name: str
+    channels: int
+    kernel_size: int
+
+
+@dataclass(frozen=True)
+class BlurPool:
+    """Anti-aliased downsampling (timm's BlurPool2d): reflect-pad 1, then the binomial
+    [1, 2, 1] x [1, 2, 1] / 16 filter per channel with `stride`."""
+
+    name: str
+    channels: int
+    stride: int
 
 
 @dataclass(frozen=True)
@@ -63,11 +131,13 @@ class MaxPool:
 
 @dataclass(frozen=True)
 class AvgPool:
-    """Average pool in ceil mode that leaves padding out of the mean (timm's avg_down)."""
+    """Unpadded average pool: in ceil mode, a partial last window averaging only real
+    pixels (timm's avg_down), or in floor mode dropping it (timm's avg anti-aliasing)."""
 
     name: str
     size: int
     stride: int
+    ceil_mode: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,7 +173,8 @@ class Softmax:
     name: str
 
 
-Op = Union[Conv, BatchNorm, ReLU, MaxPool, AvgPool, Subsample, ChannelPad, GlobalAvgPool, Linear, Softmax]
+Op = Union[Conv, BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm, ReLU, SqueezeExcite, EfficientChannelAttention,
+           BlurPool, MaxPool, AvgPool, Subsample, ChannelPad, GlobalAvgPool, Linear, Softmax]
 
 
 @dataclass(frozen=True)
@@ -136,10 +207,14 @@ class Block:
         return op.name[len(self.name) + 1 :]
 
     @property
-    def last_bn(self) -> BatchNorm | None:
-        """The BatchNorm closing the residual branch (zero-initialised on request)."""
-        last = self.main[-1]
-        return last if isinstance(last, BatchNorm) else None
+    def last_bn(self) -> Norm | None:
+        """The norm closing the residual branch (zero-initialised on request), before any attention."""
+        for op in reversed(self.main):
+            if isinstance(op, NORM_OPS):
+                return op
+            if not isinstance(op, (SqueezeExcite, EfficientChannelAttention)):
+                return None
+        return None
 
 
 @dataclass(frozen=True)
@@ -190,11 +265,23 @@ def op_tensors(op: Op) -> Iterator[tuple[str, tuple[int, ...], bool]]:
         yield f"{op.name}.weight", (op.out_channels, op.in_channels // op.groups, k, k), True
         if op.bias:
             yield f"{op.name}.bias", (op.out_channels,), True
-    elif isinstance(op, BatchNorm):
+    elif isinstance(op, NORM_OPS):
         yield f"{op.name}.weight", (op.channels,), True
         yield f"{op.name}.bias", (op.channels,), True
-        for buffer in BN_BUFFERS:
-            yield f"{op.name}.{buffer}", (op.channels,), False
+        if isinstance(op, BatchNorm):
+            for buffer in BN_BUFFERS:
+                yield f"{op.name}.{buffer}", (op.channels,), False
+        elif isinstance(op, EvoNormS0) and op.act:
+            yield f"{op.name}.v", (op.channels,), True
+        elif isinstance(op, FilterResponseNorm) and op.tlu:
+            yield f"{op.name}.tau", (op.channels,), True
+    elif isinstance(op, SqueezeExcite):
+        yield f"{op.name}.fc1.weight", (op.reduced, op.channels, 1, 1), True
+        yield f"{op.name}.fc1.bias", (op.reduced,), True
+        yield f"{op.name}.fc2.weight", (op.channels, op.reduced, 1, 1), True
+        yield f"{op.name}.fc2.bias", (op.channels,), True
+    elif isinstance(op, EfficientChannelAttention):
+        yield f"{op.name}.conv.weight", (1, 1, op.kernel_size), True
     elif isinstance(op, Linear):
         yield f"{op.name}.weight", (op.out_features, op.in_features), True
         yield f"{op.name}.bias", (op.out_features,), True
@@ -221,11 +308,33 @@ class _Planner:
              followed_by_bn: bool = True, padding: Padding | None = None) -> Conv:
         if padding is None:
             padding = self.pad(k)
-        return Conv(name, cin, cout, k, stride, padding, groups, self.bias(followed_by_bn))
+        if cin % groups or cout % groups:
+            raise SpecError(f"{name}: {cin} -> {cout} channels do not split into {groups} groups")
+        return Conv(name, cin, cout, k, stride, padding, groups, self.bias(followed_by_bn),
+                    self.spec.std_conv_epsilon)
 
-    def bn(self, name: str, channels: int) -> BatchNorm:
-        b = self.spec.batchnorm
-        return BatchNorm(name, channels, b.epsilon, b.running_stats_decay, b.running_var)
+    def norm(self, name: str, channels: int, relu: str | None = None) -> tuple[Op, ...]:
+        """The spec's norm layer, followed by a ReLU named `relu` if given. EvoNorm-S0 and
+        FRN carry their own activation: one op, named `name`, does both."""
+        kind, s = self.spec.norm.kind, self.spec.norm
+        if kind in ("groupnorm", "evonorm_s0") and channels % s.groups:
+            raise SpecError(f"{name}: {channels} channels do not split into norm.groups={s.groups} groups")
+        if kind == "evonorm_s0":
+            return (EvoNormS0(name, channels, s.groups, s.epsilon, act=relu is not None),)
+        if kind == "frn":
+            return (FilterResponseNorm(name, channels, s.epsilon, tlu=relu is not None),)
+        if kind == "groupnorm":
+            op: Op = GroupNorm(name, channels, s.groups, s.epsilon)
+        else:
+            b = self.spec.batchnorm
+            op = BatchNorm(name, channels, b.epsilon, b.running_stats_decay, b.running_var)
+        return (op, ReLU(relu)) if relu is not None else (op,)
+
+    def anti_alias(self, name: str, channels: int, stride: int) -> Op:
+        """What takes a stride-2 conv's or pool's stride under the spec's anti_alias."""
+        if self.spec.anti_alias == "blur":
+            return BlurPool(name, channels, stride)
+        return AvgPool(name, 2, stride, ceil_mode=False)  # timm's nn.AvgPool2d(2): floor, no padding
 
     # -- the network ----------------------------------------------------------
 
@@ -234,16 +343,16 @@ class _Planner:
         stages = []
         for i, stage_spec in enumerate(self.spec.stages, start=1):
             blocks = []
+            widths = self.block_widths(stage_spec)
             for j in range(stage_spec.depth):
                 first, last = j == 0, j == stage_spec.depth - 1
                 strided = first if self.spec.stride_position == "first" else last
-                block = self.block(f"layer{i}.{j}", channels, stage_spec.width, stage_spec.stride if strided else 1)
+                block = self.block(f"layer{i}.{j}", stage_spec, channels, widths[j],
+                                   stage_spec.stride if strided else 1)
                 blocks.append(block)
                 channels = block.out_channels
             stages.append(Stage(f"layer{i}", tuple(blocks)))
-        post: tuple[Op, ...] = ()
-        if self.spec.preactivation:
-            post = (self.bn("post_bn", channels), ReLU("post_relu"))
+        post: tuple[Op, ...] = self.norm("post_bn", channels, "post_relu") if self.spec.preactivation else ()
         head: tuple[Op, ...] = ()
         if self.spec.num_classes is not None:
             head = (GlobalAvgPool("avgpool"), Linear("fc", channels, self.spec.num_classes))
@@ -265,53 +374,98 @@ class _Planner:
                                      followed_by_bn=s.norm or not last, padding=padding))
             else:
                 ops.append(self.conv(name, cin, width, s.kernel_size, followed_by_bn=s.norm or not last))
-            if not last:  # timm's deep stem: conv, BN, ReLU at indices 3i, 3i+1, 3i+2
-                ops += [self.bn(f"conv1.{3 * i + 1}", width), ReLU(f"conv1.{3 * i + 2}")]
+            if not last:  # timm's deep stem: conv, norm, act at indices 3i, 3i+1, 3i+2
+                ops += self.norm(f"conv1.{3 * i + 1}", width, f"conv1.{3 * i + 2}")
             cin = width
         if s.norm:
-            ops += [self.bn("bn1", cin), ReLU("relu")]
-        if s.pool == "max":
-            padding = s.pool_padding if s.pool_padding is not None else self.pad(s.pool_size)
-            ops.append(MaxPool("maxpool", s.pool_size, s.pool_stride, padding, s.pool_pad_value))
+            ops += self.norm("bn1", cin, "relu")
+        ops += self.stem_pool(cin)
         return tuple(ops), cin
 
-    def block(self, name: str, cin: int, width: int, stride: int) -> Block:
+    def stem_pool(self, channels: int) -> tuple[Op, ...]:
+        """The stem's pool under timm's name `maxpool`: a max-pool, ResNet-RS's strided conv
+        (`maxpool.0` conv, `.1` norm), either one anti-aliased, or nothing."""
+        s, aa = self.spec.stem, self.spec.anti_alias
+        if s.pool == "none":
+            return ()
+        if s.pool == "conv":
+            if aa == "none":
+                conv = self.conv("maxpool.0", channels, channels, 3, 2)
+                return (conv, *self.norm("maxpool.1", channels, "maxpool.2"))
+            return (self.conv("maxpool.0", channels, channels, 3, 1), self.anti_alias("maxpool.1", channels, 2),
+                    *self.norm("maxpool.2", channels, "maxpool.3"))
+        padding = s.pool_padding if s.pool_padding is not None else self.pad(s.pool_size)
+        if aa == "avg":  # timm swaps the max-pool for nn.AvgPool2d(2)
+            return (AvgPool("maxpool", 2, 2, ceil_mode=False),)
+        if aa == "blur":  # a max over each window at stride 1, then the blurred stride 2
+            return (MaxPool("maxpool.0", s.pool_size, 1, padding, s.pool_pad_value),
+                    BlurPool("maxpool.1", channels, s.pool_stride))
+        return (MaxPool("maxpool", s.pool_size, s.pool_stride, padding, s.pool_pad_value),)
+
+    def block_widths(self, stage: StageSpec) -> tuple[tuple[int, ...], ...]:
+        """Each block's conv output widths: given outright (pruned nets), or the formula."""
+        if stage.block_widths is not None:
+            return stage.block_widths
+        r = self.spec.reduce_first
+        if self.spec.block_of(stage) == "basic":
+            widths: tuple[int, ...] = (stage.width // r, stage.width)
+        else:
+            mid = self.spec.bottleneck_width(stage.width)
+            widths = (mid // r, mid, stage.width * 4)
+        if min(widths) < 1:
+            raise SpecError(f"reduce_first={r} leaves no channels in a block of width {stage.width}")
+        return (widths,) * stage.depth
+
+    def block(self, name: str, stage: StageSpec, cin: int, widths: tuple[int, ...], stride: int) -> Block:
         spec = self.spec
-        cout = width * spec.expansion
+        cout = widths[-1]
         preact = spec.preactivation
         n = f"{name}."
-        pre: tuple[Op, ...] = (self.bn(n + "bn1", cin), ReLU(n + "relu1")) if preact else ()
-        # In v1 BN k follows conv k; in v2 (pre-activation) BN k precedes conv k.
-        bn_of = (lambda k, c: self.bn(f"{n}bn{k + 1}", c)) if preact else (lambda k, c: self.bn(f"{n}bn{k}", c))
-        relu_of = (lambda k: ReLU(f"{n}relu{k + 1}")) if preact else (lambda k: ReLU(f"{n}relu{k}"))
-        main: list[Op] = []
-        if spec.block == "basic":
-            convs = [(cin, cout, 3, stride, 1), (cout, cout, 3, 1, 1)]
+        pre: tuple[Op, ...] = self.norm(n + "bn1", cin, n + "relu1") if preact else ()
+        if spec.block_of(stage) == "basic":
+            convs = [(cin, widths[0], 3, stride, 1), (widths[0], cout, 3, 1, 1)]
         else:
-            mid = spec.bottleneck_width(width)
+            first, mid = widths[0], widths[1]
             s1, s3 = (stride, 1) if spec.bottleneck_stride == "1x1" else (1, stride)
-            convs = [(cin, mid, 1, s1, 1), (mid, mid, 3, s3, spec.groups), (mid, cout, 1, 1, 1)]
+            convs = [(cin, first, 1, s1, 1), (first, mid, 3, s3, spec.groups), (mid, cout, 1, 1, 1)]
+        main: list[Op] = []
         for k, (ci, co, ks, st, groups) in enumerate(convs, start=1):
             last = k == len(convs)
-            main.append(self.conv(f"{n}conv{k}", ci, co, ks, st, groups=groups, followed_by_bn=not (preact and last)))
+            aa = spec.anti_alias != "none" and st > 1
+            main.append(self.conv(f"{n}conv{k}", ci, co, ks, 1 if aa else st, groups=groups,
+                                  followed_by_bn=not (preact and last)))
             if preact and last:
                 break
-            main.append(bn_of(k, co))
-            if not last:
-                main.append(relu_of(k))
+            # In v1 norm k follows conv k; in v2 (pre-activation) norm k precedes conv k.
+            index = k + 1 if preact else k
+            main += self.norm(f"{n}bn{index}", co, None if last else f"{n}relu{index}")
+            if aa:  # timm: the stride moves after the conv's activation
+                main.append(self.anti_alias(f"{n}aa", co, st))
+        if spec.attention is not None:
+            nominal = stage.width * (4 if spec.block_of(stage) == "bottleneck" else 1)
+            main.append(self.attention(f"{n}se", cout, nominal))
         shortcut = self.shortcut(n, cin, cout, stride)
         post: tuple[Op, ...] = () if preact else (ReLU(n + "relu"),)
         reads_pre = preact and any(isinstance(op, Conv) for op in shortcut)
         return Block(name, cin, cout, stride, pre, tuple(main), shortcut, reads_pre, post)
 
+    def attention(self, name: str, channels: int, nominal: int) -> Op:
+        a = self.spec.attention
+        assert a is not None
+        if a.kind == "se":
+            return SqueezeExcite(name, channels, a.se_width(channels))
+        # timm sizes ECA's kernel at construction, from the unpruned width
+        return EfficientChannelAttention(name, channels, a.eca_kernel_size(nominal))
+
     def shortcut(self, n: str, cin: int, cout: int, stride: int) -> tuple[Op, ...]:
         kind = self.spec.shortcut
         reshapes = cin != cout or stride != 1
-        with_bn = not self.spec.preactivation  # v2 projections are a bare conv (with bias in keras)
+        with_norm = not self.spec.preactivation  # v2 projections are a bare conv (with bias in keras)
 
         def projection(first_index: int, conv_stride: int) -> tuple[Op, ...]:
-            conv = self.conv(f"{n}downsample.{first_index}", cin, cout, 1, conv_stride, followed_by_bn=with_bn)
-            return (conv, self.bn(f"{n}downsample.{first_index + 1}", cout)) if with_bn else (conv,)
+            k = self.spec.shortcut_kernel_size if conv_stride > 1 else 1  # timm: 1x1 unless strided
+            conv = self.conv(f"{n}downsample.{first_index}", cin, cout, k, conv_stride, followed_by_bn=with_norm)
+            return (conv, *self.norm(f"{n}downsample.{first_index + 1}", cout)) if with_norm else (conv,)
 
         if kind == "A":
             ops: tuple[Op, ...] = (Subsample(n + "subsample", stride),) if stride != 1 else ()
@@ -326,4 +480,3 @@ class _Planner:
             pool: tuple[Op, ...] = (AvgPool(n + "downsample.0", 2, stride),) if stride != 1 else ()
             return pool + projection(1, 1)
         return ()
-

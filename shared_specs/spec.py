@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, NamedTuple
 
@@ -19,6 +20,10 @@ from shared_specs.errors import SpecError
 BlockType = Literal["basic", "bottleneck"]
 ShortcutType = Literal["A", "B", "B-subsample", "C", "D"]
 SHORTCUTS: tuple[str, ...] = ("A", "B", "B-subsample", "C", "D")
+NormKind = Literal["batchnorm", "groupnorm", "evonorm_s0", "frn"]
+NORMS: tuple[str, ...] = ("batchnorm", "groupnorm", "evonorm_s0", "frn")
+STEM_POOLS: tuple[str, ...] = ("max", "none", "conv")
+ANTI_ALIAS: tuple[str, ...] = ("none", "blur", "avg")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,9 @@ class StemSpec:
     `padding=None` means `kernel_size // 2`, or Keras 'same' when the spec's
     `padding` is "same". `pool_pad_value` is what the max-pool pads with: PyTorch
     pads with -inf, keras.applications with a ZeroPadding2D ("zero"); the two agree
-    only on non-negative inputs (trap 5).
+    only on non-negative inputs (trap 5). `pool="conv"` is ResNet-RS's stem (timm's
+    replace_stem_pool): a strided 3x3 conv + norm + ReLU in the max-pool's place,
+    under timm's name `maxpool` (`maxpool.0` conv, `maxpool.1` norm).
     """
 
     widths: tuple[int, ...] = (64,)
@@ -41,7 +48,7 @@ class StemSpec:
     stride: int = 2
     padding: int | None = None
     norm: bool = True
-    pool: Literal["max", "none"] = "max"
+    pool: Literal["max", "none", "conv"] = "max"
     pool_size: int = 3
     pool_stride: int = 2
     pool_padding: int | None = None
@@ -58,7 +65,7 @@ class StemSpec:
         if self.padding is not None:
             _check_int("stem.padding", self.padding, minimum=0)
         _check_bool("stem.norm", self.norm)
-        _check_choice("stem.pool", self.pool, ("max", "none"))
+        _check_choice("stem.pool", self.pool, STEM_POOLS)
         _check_int("stem.pool_size", self.pool_size, minimum=1)
         _check_int("stem.pool_stride", self.pool_stride, minimum=1)
         if self.pool_padding is not None:
@@ -79,16 +86,39 @@ class StageSpec:
     bottleneck `4 * width`, with an inner width of `width * width_per_group / 64 *
     groups`. `stride` is applied by one block of the stage (see
     `ResNetSpec.stride_position`).
+
+    `block` gives this stage its own block type (timm's test_resnet mixes them);
+    None takes the spec's. `block_widths` gives every block's conv output widths
+    outright, one tuple per block ((conv1, conv2, conv3) for a bottleneck, (conv1,
+    conv2) for a basic block), for pruned networks (timm's *_pruned models) whose
+    widths follow no formula; `width` then stays the nominal width, which is what
+    ECA's kernel size is computed from, as timm does.
     """
 
     depth: int
     width: int
     stride: int = 1
+    block: BlockType | None = None
+    block_widths: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         _check_int("depth", self.depth, minimum=1)
         _check_int("width", self.width, minimum=1)
         _check_int("stride", self.stride, minimum=1)
+        if self.block is not None:
+            _check_choice("block", self.block, ("basic", "bottleneck"))
+        if self.block_widths is not None:
+            _coerce_tuple(self, "block_widths")
+            widths = tuple(tuple(w) if isinstance(w, list) else w for w in self.block_widths)
+            object.__setattr__(self, "block_widths", widths)
+            if len(widths) != self.depth:
+                raise SpecError(f"block_widths lists {len(widths)} blocks, the stage has depth {self.depth}")
+            for j, block in enumerate(widths):
+                if not isinstance(block, tuple) or len(block) not in (2, 3):
+                    raise SpecError(f"block_widths[{j}] must list the output widths of the block's 2 or 3 convs, "
+                                    f"got {block!r}")
+                for k, w in enumerate(block):
+                    _check_int(f"block_widths[{j}][{k}]", w, minimum=1)
 
 
 def width_per_group_of(inner: int, width: int, groups: int, where: str) -> int:
@@ -144,6 +174,75 @@ class BatchNormSpec:
         _check_choice("batchnorm.running_var", self.running_var, ("unbiased", "biased"))
 
 
+@dataclass(frozen=True)
+class NormSpec:
+    """Which normalisation the norm layers are; BatchNorm's numerics stay in `batchnorm`.
+
+    - "batchnorm": BatchNorm (torchvision, keras.applications; timm's BatchNormAct2d).
+    - "groupnorm": GroupNorm over `groups` groups with `epsilon` (timm's resnet50_gn,
+      resnetv2_50d_gn, BiT); no running statistics, so train and eval compute alike.
+    - "evonorm_s0": EvoNorm-S0 (Liu et al. 2020, timm's EvoNorm2dS0): x * sigmoid(v * x)
+      / group_std(x) * weight + bias, its own activation; without one (a norm closing
+      a branch; timm's apply_act=False) it is only x * weight + bias, with no `v`.
+    - "frn": Filter Response Normalisation + TLU (Singh & Krishnan 2020, timm's
+      FilterResponseNormTlu2d): x / sqrt(mean(x^2 over H, W) + epsilon) * weight +
+      bias, then max(., tau) as its activation.
+    EvoNorm-S0 and FRN carry their activation, so no ReLU follows them.
+    """
+
+    kind: NormKind = "batchnorm"
+    groups: int = 32
+    epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_choice("norm.kind", self.kind, NORMS)
+        _check_int("norm.groups", self.groups, minimum=1)
+        _check_float("norm.epsilon", self.epsilon)
+        if not self.epsilon > 0:
+            raise SpecError(f"norm.epsilon must be > 0, got {self.epsilon!r}")
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Channel attention inside each residual block, after its last norm and before the
+    addition, under timm's module name `se` whatever its kind.
+
+    - "se": squeeze-excitation (Hu et al. 2018) as timm's SEModule builds it: global
+      mean, 1x1 conv with bias to `make_divisible(C * reduction, divisor)` channels
+      (timm's rounding with round_limit 0: to the nearest multiple, never below
+      `divisor`), ReLU, 1x1 conv with bias back to C, sigmoid, times the input.
+      `layer1.0.se.fc1`, `layer1.0.se.fc2`.
+    - "eca": efficient channel attention (Wang et al. 2020, timm's EcaModule): global
+      mean, a Conv1d over the channel axis without bias, sigmoid, times the input. Its
+      kernel size follows from the block's nominal width C: t = int(|log2(C) + beta| /
+      gamma), k = t if odd else t + 1, at least 3. `layer1.0.se.conv`.
+    """
+
+    kind: Literal["se", "eca"]
+    reduction: float = 1 / 16
+    divisor: int = 8
+    gamma: int = 2
+    beta: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("attention.kind", self.kind, ("se", "eca"))
+        _check_float("attention.reduction", self.reduction)
+        if not 0 < self.reduction <= 1:
+            raise SpecError(f"attention.reduction must be in (0, 1], got {self.reduction!r}")
+        _check_int("attention.divisor", self.divisor, minimum=1)
+        _check_int("attention.gamma", self.gamma, minimum=1)
+        _check_int("attention.beta", self.beta, minimum=0)
+
+    def se_width(self, channels: int) -> int:
+        """timm's make_divisible(channels * reduction, divisor, round_limit=0)."""
+        v = channels * self.reduction
+        return max(self.divisor, int(v + self.divisor / 2) // self.divisor * self.divisor)
+
+    def eca_kernel_size(self, channels: int) -> int:
+        t = int(abs(math.log(channels, 2) + self.beta) / self.gamma)
+        return max(t if t % 2 else t + 1, 3)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResNetSpec:
     """A whole ResNet; fields are keyword-only; docs/spec.md explains each with its source.
@@ -160,8 +259,20 @@ class ResNetSpec:
       channels change and a strided identity where only the resolution does
       (keras.applications V2); "C" projection in every block; "D" average-pool then
       1x1 projection where the shape changes (Bag of Tricks, timm's "d" models).
+    - `reduce_first`: the first conv of each block outputs 1/reduce_first of its
+      usual width (SENet-154: 2; timm's block_reduce_first).
+    - `shortcut_kernel_size`: kernel of strided projection shortcuts (SENet-154: 3,
+      timm's down_kernel_size; unstrided projections stay 1x1 as in timm).
+    - `attention`: squeeze-excitation or ECA in every block (AttentionSpec), or None.
+    - `anti_alias`: "blur" or "avg" moves every stride-2 conv's stride of a block
+      into a BlurPool (Zhang 2019; binomial 3x3, reflect padding) or a 2x2 average
+      pool after its activation, and anti-aliases the stem pool likewise (timm's
+      aa_layer); "none" strides as usual.
     - `conv_bias`: "none" (torchvision), "all" (keras.applications v1), or
       "unnormalized": only convs not directly followed by BatchNorm (V2).
+    - `norm`: which normalisation (NormSpec: BatchNorm, GroupNorm, EvoNorm-S0, FRN).
+    - `std_conv_epsilon`: weight-standardised convs (BiT's StdConv2d: each output
+      channel's kernel minus its mean, over sqrt(variance + epsilon)), or None.
     - `padding`: "symmetric" pads `k // 2` on every side as PyTorch does; "same"
       is Keras/TensorFlow 'same', which pads (0, 1) for a stride-2 3x3 on even
       inputs (trap 4) and exists to reproduce Keras-native models.
@@ -178,10 +289,16 @@ class ResNetSpec:
     shortcut: ShortcutType = "B"
     groups: int = 1
     width_per_group: int = 64
+    reduce_first: int = 1
+    shortcut_kernel_size: int = 1
+    attention: AttentionSpec | None = None
+    anti_alias: Literal["none", "blur", "avg"] = "none"
     stem: StemSpec = field(default_factory=StemSpec)
     conv_bias: Literal["none", "all", "unnormalized"] = "none"
     padding: Literal["symmetric", "same"] = "symmetric"
     batchnorm: BatchNormSpec = field(default_factory=BatchNormSpec)
+    norm: NormSpec = field(default_factory=NormSpec)
+    std_conv_epsilon: float | None = None
     zero_init_last_bn: bool = False
     in_channels: int = 3
     num_classes: int | None = 1000
@@ -198,6 +315,10 @@ class ResNetSpec:
             raise SpecError(f"stem must be a StemSpec, got {type(self.stem).__name__}")
         if not isinstance(self.batchnorm, BatchNormSpec):
             raise SpecError(f"batchnorm must be a BatchNormSpec, got {type(self.batchnorm).__name__}")
+        if not isinstance(self.norm, NormSpec):
+            raise SpecError(f"norm must be a NormSpec, got {type(self.norm).__name__}")
+        if self.attention is not None and not isinstance(self.attention, AttentionSpec):
+            raise SpecError(f"attention must be an AttentionSpec or None, got {type(self.attention).__name__}")
         if not isinstance(self.name, str) or not self.name:
             raise SpecError(f"name must be a non-empty string, got {self.name!r}")
         _check_choice("block", self.block, ("basic", "bottleneck"))
@@ -207,6 +328,17 @@ class ResNetSpec:
         _check_choice("shortcut", self.shortcut, SHORTCUTS)
         _check_int("groups", self.groups, minimum=1)
         _check_int("width_per_group", self.width_per_group, minimum=1)
+        _check_int("reduce_first", self.reduce_first, minimum=1)
+        _check_int("shortcut_kernel_size", self.shortcut_kernel_size, minimum=1)
+        if self.shortcut_kernel_size % 2 == 0:
+            raise SpecError(f"shortcut_kernel_size must be odd (a centred window), got {self.shortcut_kernel_size}")
+        _check_choice("anti_alias", self.anti_alias, ANTI_ALIAS)
+        if self.std_conv_epsilon is not None:
+            _check_float("std_conv_epsilon", self.std_conv_epsilon)
+            if not self.std_conv_epsilon > 0:
+                raise SpecError(f"std_conv_epsilon must be > 0 or None, got {self.std_conv_epsilon!r}")
+            if self.padding == "same":
+                raise SpecError("std_conv_epsilon follows BiT's symmetric padding; padding='same' is Keras-native")
         _check_choice("conv_bias", self.conv_bias, ("none", "all", "unnormalized"))
         _check_choice("padding", self.padding, ("symmetric", "same"))
         _check_bool("zero_init_last_bn", self.zero_init_last_bn)
@@ -219,17 +351,41 @@ class ResNetSpec:
         if self.zero_init_last_bn and self.preactivation:
             raise SpecError("zero_init_last_bn needs a BatchNorm closing each block; "
                             "pre-activation blocks end in a conv")
+        if self.attention is not None and self.preactivation:
+            raise SpecError("attention sits after the norm closing each block (timm); pre-activation blocks end in "
+                            "a conv")
+        if self.anti_alias != "none" and self.stem.pool != "none" and self.stem.pool_stride != 2:
+            raise SpecError(f"anti_alias={self.anti_alias!r} anti-aliases a stride-2 stem pool; stem.pool_stride is "
+                            f"{self.stem.pool_stride}")
+        if self.anti_alias != "none":
+            if self.padding == "same":
+                raise SpecError("anti_alias follows PyTorch's symmetric padding (timm); padding='same' is "
+                                "Keras-native")
+            if self.preactivation:
+                raise SpecError("anti_alias goes after the activation of a block's strided conv (timm's v1 "
+                                "blocks); pre-activation blocks have none there")
+            if any(s.stride not in (1, 2) for s in self.stages):
+                raise SpecError(f"anti_alias pools by 2; stage strides are {[s.stride for s in self.stages]}")
         self._check_widths()
+        if self.norm.kind in ("groupnorm", "evonorm_s0") or any(s.block_widths for s in self.stages):
+            from shared_specs.plan import make_plan  # the plan knows every layer's channels: it checks them
+
+            make_plan(self)
 
     def _check_widths(self) -> None:
-        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+        if "basic" in self.stage_blocks and (self.groups != 1 or self.width_per_group != 64):
             raise SpecError(
                 "groups and width_per_group apply to bottleneck blocks only: a basic block needs "
                 f"groups=1 and width_per_group=64, got groups={self.groups}, "
                 f"width_per_group={self.width_per_group}"
             )
         for i, stage in enumerate(self.stages):
-            if self.block == "bottleneck" and (stage.width * self.width_per_group) % 64:
+            kind = self.block_of(stage)
+            if stage.block_widths is not None and any(len(w) != (3 if kind == "bottleneck" else 2)
+                                                      for w in stage.block_widths):
+                raise SpecError(f"stages[{i}].block_widths must give {3 if kind == 'bottleneck' else 2} widths per "
+                                f"{kind} block")
+            if kind == "bottleneck" and (stage.width * self.width_per_group) % 64:
                 raise SpecError(
                     f"stages[{i}].width={stage.width} times width_per_group={self.width_per_group} "
                     "must be a multiple of 64 (the bottleneck width is width * width_per_group / 64 "
@@ -238,13 +394,27 @@ class ResNetSpec:
         if self.shortcut == "A":
             channels = self.stem.widths[-1]
             for i, stage in enumerate(self.stages):
-                out = stage.width * self.expansion
-                if out < channels:
-                    raise SpecError(
-                        f"shortcut 'A' is parameter-free and can only add channels, but stages[{i}] "
-                        f"shrinks {channels} -> {out} channels; use shortcut 'B' or 'C'"
-                    )
-                channels = out
+                for out in self.block_outputs(stage):
+                    if out < channels:
+                        raise SpecError(
+                            f"shortcut 'A' is parameter-free and can only add channels, but stages[{i}] "
+                            f"shrinks {channels} -> {out} channels; use shortcut 'B' or 'C'"
+                        )
+                    channels = out
+
+    @property
+    def stage_blocks(self) -> tuple[BlockType, ...]:
+        """Each stage's block type: its own, or the spec's."""
+        return tuple(self.block_of(stage) for stage in self.stages)
+
+    def block_of(self, stage: StageSpec) -> BlockType:
+        return stage.block or self.block
+
+    def block_outputs(self, stage: StageSpec) -> tuple[int, ...]:
+        """Output channels of each block of `stage`."""
+        if stage.block_widths is not None:
+            return tuple(w[-1] for w in stage.block_widths)
+        return (stage.width * (4 if self.block_of(stage) == "bottleneck" else 1),) * stage.depth
 
     def bottleneck_width(self, width: int) -> int:
         """The inner (3x3) width of a bottleneck in a stage of base `width`:
@@ -253,15 +423,15 @@ class ResNetSpec:
 
     @property
     def expansion(self) -> int:
-        """Output channels of a block divided by its stage width."""
+        """Output channels of a block of the spec's block type divided by its stage width."""
         return 4 if self.block == "bottleneck" else 1
 
     @property
     def depth(self) -> int:
         """Weighted layers counted as in the papers: stem convs, block convs, classifier."""
-        per_block = 3 if self.block == "bottleneck" else 2
+        convs = sum((3 if self.block_of(s) == "bottleneck" else 2) * s.depth for s in self.stages)
         head = 0 if self.num_classes is None else 1
-        return len(self.stem.widths) + per_block * sum(s.depth for s in self.stages) + head
+        return len(self.stem.widths) + convs + head
 
     # -- serialisation ---------------------------------------------------------
 
@@ -296,9 +466,10 @@ class ResNetSpec:
             raise SpecError(f"unknown ResNetSpec field(s) {unknown}; known fields: {sorted(known)}")
         resolved: dict[str, Any] = {}
         for key, value in changes.items():
-            if key in ("stem", "batchnorm") and isinstance(value, dict):
+            if key in _NESTED and isinstance(value, dict):  # a partial dict updates the current value
                 current = getattr(self, key)
-                value = _from_plain(type(current), {**_to_plain(current), **value}, f"{key}.")
+                base = _to_plain(current) if current is not None else {}
+                value = _from_plain(_NESTED[key], {**base, **value}, f"{key}.")
             elif key == "stages" and isinstance(value, (list, tuple)):
                 value = tuple(
                     _from_plain(StageSpec, v, f"stages[{i}].") if isinstance(v, dict) else v
@@ -383,10 +554,8 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
         raise SpecError(f"unknown key(s) {[where + k for k in unknown]} in {cls.__name__}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "stem":
-            value = _from_plain(StemSpec, value, f"{where}stem.")
-        elif key == "batchnorm":
-            value = _from_plain(BatchNormSpec, value, f"{where}batchnorm.")
+        if key in _NESTED and cls is ResNetSpec and value is not None:
+            value = _from_plain(_NESTED[key], value, f"{where}{key}.")
         elif key == "stages":
             if not isinstance(value, list):
                 raise SpecError(f"{where}stages must be a list, got {type(value).__name__}")
@@ -400,6 +569,10 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
         if where and not str(err).startswith(where.rstrip(".")):
             raise SpecError(f"{where}{err}") from None
         raise
+
+
+_NESTED: dict[str, type] = {"stem": StemSpec, "batchnorm": BatchNormSpec, "norm": NormSpec,
+                            "attention": AttentionSpec}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
