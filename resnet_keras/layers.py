@@ -265,6 +265,30 @@ class BlurPool2D(layers.Layer):
         return {**super().get_config(), "stride": self.stride}
 
 
+@keras.saving.register_keras_serializable(package="resnet_keras")
+class GlobalPool2D(layers.Layer):
+    """Global max, avgmax (0.5 * (avg + max)) or catavgmax ([avg, max] concatenated) pooling
+    (the PyTorch twin is resnet_torch.layers.GlobalPool)."""
+
+    def __init__(self, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x: Any) -> Any:
+        peak = keras.ops.max(x, axis=(1, 2))
+        if self.mode == "max":
+            return peak
+        mean = keras.ops.mean(x, axis=(1, 2))
+        return 0.5 * (mean + peak) if self.mode == "avgmax" else keras.ops.concatenate([mean, peak], axis=-1)
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        c = shape[-1]
+        return (shape[0], 2 * c if self.mode == "catavgmax" and c is not None else c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
 def _he_normal_fan_out() -> keras.initializers.Initializer:
     # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu")
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
@@ -318,10 +342,15 @@ def make_layers(op: P.Op, dtype: Any = None, *, zero_gamma: bool = False) -> lis
         return [ChannelPad(op.extra, name=name, **kw)]
     if isinstance(op, P.GlobalAvgPool):
         return [layers.GlobalAveragePooling2D(name=name, **kw)]
+    if isinstance(op, P.GlobalPool):
+        return [GlobalPool2D(op.mode, name=name, **kw)]
+    if isinstance(op, P.Dropout):
+        return [layers.Dropout(op.rate, name=name, **kw)]
     if isinstance(op, P.Linear):
         bound = 1.0 / math.sqrt(op.in_features)  # PyTorch nn.Linear's default init
         init = keras.initializers.RandomUniform(-bound, bound)
-        return [layers.Dense(op.out_features, kernel_initializer=init, bias_initializer=init, name=name, **kw)]
+        return [layers.Dense(op.out_features, use_bias=op.bias, kernel_initializer=init, bias_initializer=init,
+                             name=name, **kw)]
     if isinstance(op, P.Softmax):
         return [layers.Softmax(name=name, **kw)]
     raise TypeError(f"no Keras layer for {type(op).__name__}")

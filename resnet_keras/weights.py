@@ -38,17 +38,16 @@ def _same(a: np.ndarray) -> np.ndarray:
 # (canonical suffix, Keras variable's attribute path, canonical -> Keras, Keras -> canonical)
 Rule = tuple[str, str, Transform, Transform]
 _AFFINE: tuple[Rule, ...] = (("weight", "gamma", _same, _same), ("bias", "beta", _same, _same))
+_BATCHNORM: tuple[Rule, ...] = (*_AFFINE, ("running_mean", "moving_mean", _same, _same),
+                                 ("running_var", "moving_variance", _same, _same))
 _PER_CHANNEL: tuple[Rule, ...] = tuple((p, p, _same, _same) for p in ("weight", "bias", "v", "tau"))
 RULES: dict[type, tuple[Rule, ...]] = {
     P.Conv: (  # kernel layouts: shared_specs/layout.py (traps 1, 3)
         ("weight", "kernel", conv_to_keras, conv_from_keras),
         ("bias", "bias", _same, _same),
     ),
-    P.BatchNorm: (
-        *_AFFINE,
-        ("running_mean", "moving_mean", _same, _same),
-        ("running_var", "moving_variance", _same, _same),
-    ),
+    P.BatchNorm: _BATCHNORM,
+    P.BatchNorm1d: _BATCHNORM,  # a classifier's: BatchNormalization over the last axis, the same variables
     P.GroupNorm: _AFFINE,
     P.EvoNormS0: _PER_CHANNEL,  # our layers name their vectors as PyTorch does
     P.FilterResponseNorm: _PER_CHANNEL,

@@ -204,6 +204,25 @@ class GlobalAvgPool(nn.AdaptiveAvgPool2d):
         return torch.flatten(super().forward(x), 1)
 
 
+class GlobalPool(nn.Module):
+    """Global max, avgmax (0.5 * (avg + max)) or catavgmax ([avg, max] concatenated) pooling,
+    flattened, as timm's SelectAdaptivePool2d computes them."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = torch.flatten(F.adaptive_max_pool2d(x, 1), 1)
+        if self.mode == "max":
+            return peak
+        mean = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return 0.5 * (mean + peak) if self.mode == "avgmax" else torch.cat((mean, peak), 1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
 class BiasedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that folds the BIASED batch variance into `running_var`, as Keras's
     BatchNormalization does (spec `batchnorm.running_var="biased"`, trap 8).
@@ -222,7 +241,21 @@ class BiasedBatchNorm2d(nn.BatchNorm2d):
         return out
 
 
-def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
+class BiasedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d folding the BIASED batch variance into `running_var` (BiasedBatchNorm2d's
+    twin for a classifier's features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats):
+            return super().forward(x)
+        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=0, correction=0)
+            update_running_stats(self, mean, var)
+        return out
+
+
+def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor) -> None:
     """running = (1 - momentum) * running + momentum * batch, as ATen's batch_norm does."""
     momentum = float(bn.momentum)  # type: ignore[arg-type]  # specs always give one (no cumulative average)
     with torch.no_grad():
@@ -240,6 +273,9 @@ def make_layer(op: P.Op) -> nn.Module:
         if op.standardize is not None:
             return StdConv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias, eps=op.standardize)
         return nn.Conv2d(*args, padding=op.padding, groups=op.groups, bias=op.bias)
+    if isinstance(op, P.BatchNorm1d):
+        cls1 = nn.BatchNorm1d if op.running_var == "unbiased" else BiasedBatchNorm1d
+        return cls1(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
     if isinstance(op, P.BatchNorm):
         cls = nn.BatchNorm2d if op.running_var == "unbiased" else BiasedBatchNorm2d
         return cls(op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay))
@@ -269,8 +305,12 @@ def make_layer(op: P.Op) -> nn.Module:
         return ChannelPad(op.extra)
     if isinstance(op, P.GlobalAvgPool):
         return GlobalAvgPool()
+    if isinstance(op, P.GlobalPool):
+        return GlobalPool(op.mode)
+    if isinstance(op, P.Dropout):
+        return nn.Dropout(op.rate)
     if isinstance(op, P.Linear):
-        return nn.Linear(op.in_features, op.out_features)
+        return nn.Linear(op.in_features, op.out_features, bias=op.bias)
     if isinstance(op, P.Softmax):
         return nn.Softmax(dim=1)
     raise TypeError(f"no PyTorch layer for {type(op).__name__}")

@@ -20,6 +20,7 @@ from shared_specs.plan import (
     Conv,
     EfficientChannelAttention,
     GlobalAvgPool,
+    GlobalPool,
     Linear,
     MaxPool,
     Op,
@@ -151,9 +152,11 @@ def _out_shape(op: Op, x: Shape) -> Shape:
         return (c + op.extra, h, w)
     if isinstance(op, GlobalAvgPool):
         return (x[0],)
+    if isinstance(op, GlobalPool):
+        return (2 * x[0] if op.mode == "catavgmax" else x[0],)
     if isinstance(op, Linear):
         return (op.out_features,)
-    return x  # norms, ReLU, attention, Softmax
+    return x  # norms, ReLU, attention, Dropout, Softmax
 
 
 def _macs(op: Op, out: Shape) -> int:

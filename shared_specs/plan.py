@@ -81,6 +81,12 @@ class FilterResponseNorm:
     tlu: bool
 
 
+@dataclass(frozen=True)
+class BatchNorm1d(BatchNorm):
+    """BatchNorm over the features of a (N, F) tensor: a classifier's nn.BatchNorm1d, whose
+    Keras twin is BatchNormalization over the last axis. The same tensors as BatchNorm."""
+
+
 Norm = Union[BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm]
 NORM_OPS = (BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm)
 
@@ -162,10 +168,29 @@ class GlobalAvgPool:
 
 
 @dataclass(frozen=True)
+class GlobalPool:
+    """Global pooling other than the average (which stays GlobalAvgPool, as every existing
+    plan has it): "max", "avgmax" (0.5 * (avg + max)) or "catavgmax" ([avg, max] along the
+    channels, as timm's SelectAdaptivePool2d concatenates them)."""
+
+    name: str
+    mode: Literal["max", "avgmax", "catavgmax"]
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Dropout with probability `rate` in training, the identity in eval mode."""
+
+    name: str
+    rate: float
+
+
+@dataclass(frozen=True)
 class Linear:
     name: str
     in_features: int
     out_features: int
+    bias: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,7 +199,7 @@ class Softmax:
 
 
 Op = Union[Conv, BatchNorm, GroupNorm, EvoNormS0, FilterResponseNorm, ReLU, SqueezeExcite, EfficientChannelAttention,
-           BlurPool, MaxPool, AvgPool, Subsample, ChannelPad, GlobalAvgPool, Linear, Softmax]
+           BlurPool, MaxPool, AvgPool, Subsample, ChannelPad, GlobalAvgPool, GlobalPool, Dropout, Linear, Softmax]
 
 
 @dataclass(frozen=True)
@@ -284,7 +309,8 @@ def op_tensors(op: Op) -> Iterator[tuple[str, tuple[int, ...], bool]]:
         yield f"{op.name}.conv.weight", (1, 1, op.kernel_size), True
     elif isinstance(op, Linear):
         yield f"{op.name}.weight", (op.out_features, op.in_features), True
-        yield f"{op.name}.bias", (op.out_features,), True
+        if op.bias:
+            yield f"{op.name}.bias", (op.out_features,), True
 
 
 def make_plan(spec: ResNetSpec) -> Plan:
@@ -353,12 +379,32 @@ class _Planner:
                 channels = block.out_channels
             stages.append(Stage(f"layer{i}", tuple(blocks)))
         post: tuple[Op, ...] = self.norm("post_bn", channels, "post_relu") if self.spec.preactivation else ()
-        head: tuple[Op, ...] = ()
-        if self.spec.num_classes is not None:
-            head = (GlobalAvgPool("avgpool"), Linear("fc", channels, self.spec.num_classes))
-            if self.spec.head_activation == "softmax":
-                head += (Softmax("softmax"),)
+        head = self.head(channels) if self.spec.num_classes is not None else ()
         return Plan(self.spec, stem, tuple(stages), post, head)
+
+    def head(self, channels: int) -> tuple[Op, ...]:
+        """Pool, timm's dropout, then the classifier: `fc` (one Linear), or `fc.0`, `fc.1`, ...
+        by position in a fine-tuned nn.Sequential; then the final activation."""
+        h, b = self.spec.head, self.spec.batchnorm
+        ops: list[Op] = [GlobalAvgPool("avgpool") if h.pool == "avg" else GlobalPool("global_pool", h.pool)]
+        features = 2 * channels if h.pool == "catavgmax" else channels
+        if h.dropout:
+            ops.append(Dropout("head_drop", h.dropout))
+        for i, layer in enumerate(h.layers):
+            name = f"fc.{i}"
+            if layer.kind == "linear":
+                ops.append(Linear(name, features, layer.features, layer.bias))  # type: ignore[arg-type]
+                features = layer.features  # type: ignore[assignment]
+            elif layer.kind == "batchnorm":
+                ops.append(BatchNorm1d(name, features, b.epsilon, b.running_stats_decay, b.running_var))
+            elif layer.kind == "dropout":
+                ops.append(Dropout(name, layer.rate))  # type: ignore[arg-type]
+            else:
+                ops.append(ReLU(name))
+        ops.append(Linear(f"fc.{len(h.layers)}" if h.sequential else "fc", features, self.spec.num_classes))
+        if self.spec.head_activation == "softmax":
+            ops.append(Softmax("softmax"))
+        return tuple(ops)
 
     def stem(self) -> tuple[tuple[Op, ...], int]:
         s = self.spec.stem

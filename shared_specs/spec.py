@@ -243,6 +243,85 @@ class AttentionSpec:
         return max(t if t % 2 else t + 1, 3)
 
 
+HEAD_POOLS: tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax")
+HEAD_LAYERS: tuple[str, ...] = ("linear", "relu", "dropout", "batchnorm")
+
+
+@dataclass(frozen=True)
+class HeadLayerSpec:
+    """One entry of a classifier written as an nn.Sequential, before its final Linear.
+
+    - "linear": nn.Linear to `features` outputs (with `bias`);
+    - "relu";
+    - "dropout": nn.Dropout with probability `rate` (identity in eval mode);
+    - "batchnorm": nn.BatchNorm1d over the features, with the spec's `batchnorm` numerics
+      (Keras: BatchNormalization over the last axis).
+    These are what fine-tuning puts in place of torchvision's `fc` (e.g. Linear, ReLU,
+    Dropout, Linear); other layers have no counterpart in either builder.
+    """
+
+    kind: Literal["linear", "relu", "dropout", "batchnorm"]
+    features: int | None = None
+    bias: bool = True
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, HEAD_LAYERS)
+        _check_bool("bias", self.bias)
+        if self.kind == "linear":
+            _check_int("features", self.features, minimum=1)
+        elif self.features is not None or not self.bias:
+            raise SpecError(f"features and bias belong to a linear layer, not a {self.kind} one")
+        if self.kind == "dropout":
+            _check_float("rate", self.rate)
+            if not 0.0 <= self.rate < 1.0:  # type: ignore[operator]
+                raise SpecError(f"rate is a dropout probability in [0, 1), got {self.rate!r}")
+        elif self.rate is not None:
+            raise SpecError(f"rate belongs to a dropout layer, not a {self.kind} one")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What follows the last stage when there is a classifier (`num_classes` set).
+
+    - `pool`: global pooling of the last feature map: "avg" (torchvision), "max", or
+      timm's "avgmax" (0.5 * (avg + max)) and "catavgmax" (avg and max concatenated,
+      twice the features).
+    - `dropout`: dropout after pooling, before the classifier and outside it (timm's
+      `drop_rate`, applied functionally); 0 for none.
+    - `layers`: what a fine-tuned `fc = nn.Sequential(...)` holds before its final
+      Linear (HeadLayerSpec: Linear / ReLU / Dropout / BatchNorm1d). The final Linear
+      has `num_classes` outputs, and `head_activation` follows it.
+    - `sequential`: the classifier is an nn.Sequential, so its tensors are named as
+      torchvision names them, `fc.0`, `fc.3`, ... by position; implied by any `layers`
+      (set it alone for `fc = nn.Sequential(nn.Linear(...))`: `fc.0`). Otherwise it is
+      the one nn.Linear `fc`.
+    The default, avg-pool then one Linear `fc`, is torchvision's head, and what a
+    stored spec without a `head` means.
+    """
+
+    pool: Literal["avg", "max", "avgmax", "catavgmax"] = "avg"
+    dropout: float = 0.0
+    layers: tuple[HeadLayerSpec, ...] = ()
+    sequential: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("head.pool", self.pool, HEAD_POOLS)
+        _check_float("head.dropout", self.dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"head.dropout is a dropout probability in [0, 1), got {self.dropout!r}")
+        _coerce_tuple(self, "layers")
+        layers = tuple(_from_plain(HeadLayerSpec, v, f"head.layers[{i}].") if isinstance(v, dict) else v
+                       for i, v in enumerate(self.layers))
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, HeadLayerSpec):
+                raise SpecError(f"head.layers[{i}] must be a HeadLayerSpec, got {type(layer).__name__}")
+        object.__setattr__(self, "layers", layers)
+        _check_bool("head.sequential", self.sequential)
+        if layers:  # entries of an nn.Sequential: the final Linear is one too
+            object.__setattr__(self, "sequential", True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResNetSpec:
     """A whole ResNet; fields are keyword-only; docs/spec.md explains each with its source.
@@ -278,6 +357,8 @@ class ResNetSpec:
       inputs (trap 4) and exists to reproduce Keras-native models.
     - `num_classes=None` drops pooling and classifier: the model returns the last
       feature map (like keras.applications `include_top=False`).
+    - `head`: pooling, dropout and the layers of a fine-tuned classifier (HeadSpec);
+      `num_classes` is its final Linear's outputs, `head_activation` what follows it.
     """
 
     name: str = "resnet"
@@ -303,6 +384,7 @@ class ResNetSpec:
     in_channels: int = 3
     num_classes: int | None = 1000
     head_activation: Literal["none", "softmax"] = "none"
+    head: HeadSpec = field(default_factory=HeadSpec)
 
     def __post_init__(self) -> None:
         _coerce_tuple(self, "stages")
@@ -317,6 +399,8 @@ class ResNetSpec:
             raise SpecError(f"batchnorm must be a BatchNormSpec, got {type(self.batchnorm).__name__}")
         if not isinstance(self.norm, NormSpec):
             raise SpecError(f"norm must be a NormSpec, got {type(self.norm).__name__}")
+        if not isinstance(self.head, HeadSpec):
+            raise SpecError(f"head must be a HeadSpec, got {type(self.head).__name__}")
         if self.attention is not None and not isinstance(self.attention, AttentionSpec):
             raise SpecError(f"attention must be an AttentionSpec or None, got {type(self.attention).__name__}")
         if not isinstance(self.name, str) or not self.name:
@@ -348,6 +432,9 @@ class ResNetSpec:
         _check_choice("head_activation", self.head_activation, ("none", "softmax"))
         if self.num_classes is None and self.head_activation != "none":
             raise SpecError("head_activation needs a classifier: set num_classes or head_activation='none'")
+        if self.num_classes is None and self.head != HeadSpec():
+            raise SpecError("head describes the classifier: with num_classes=None (no classifier) it must be the "
+                            "default HeadSpec()")
         if self.zero_init_last_bn and self.preactivation:
             raise SpecError("zero_init_last_bn needs a BatchNorm closing each block; "
                             "pre-activation blocks end in a conv")
@@ -430,7 +517,7 @@ class ResNetSpec:
     def depth(self) -> int:
         """Weighted layers counted as in the papers: stem convs, block convs, classifier."""
         convs = sum((3 if self.block_of(s) == "bottleneck" else 2) * s.depth for s in self.stages)
-        head = 0 if self.num_classes is None else 1
+        head = 0 if self.num_classes is None else 1 + sum(layer.kind == "linear" for layer in self.head.layers)
         return len(self.stem.widths) + convs + head
 
     # -- serialisation ---------------------------------------------------------
@@ -572,7 +659,7 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
 
 
 _NESTED: dict[str, type] = {"stem": StemSpec, "batchnorm": BatchNormSpec, "norm": NormSpec,
-                            "attention": AttentionSpec}
+                            "attention": AttentionSpec, "head": HeadSpec}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
