@@ -490,7 +490,7 @@ class _Planner:
         if spec.attention is not None:
             nominal = stage.width * (4 if spec.block_of(stage) == "bottleneck" else 1)
             main.append(self.attention(f"{n}se", cout, nominal))
-        shortcut = self.shortcut(n, cin, cout, stride)
+        shortcut = self.shortcut(n, cin, cout, stride, stage.always_project and name.endswith(".0"))
         post: tuple[Op, ...] = () if preact else (ReLU(n + "relu"),)
         reads_pre = preact and any(isinstance(op, Conv) for op in shortcut)
         return Block(name, cin, cout, stride, pre, tuple(main), shortcut, reads_pre, post)
@@ -503,9 +503,10 @@ class _Planner:
         # timm sizes ECA's kernel at construction, from the unpruned width
         return EfficientChannelAttention(name, channels, a.eca_kernel_size(nominal))
 
-    def shortcut(self, n: str, cin: int, cout: int, stride: int) -> tuple[Op, ...]:
+    def shortcut(self, n: str, cin: int, cout: int, stride: int, project: bool = False) -> tuple[Op, ...]:
+        """The block's shortcut ops; `project` forces a projection (StageSpec.always_project)."""
         kind = self.spec.shortcut
-        reshapes = cin != cout or stride != 1
+        reshapes = cin != cout or stride != 1 or project
         with_norm = not self.spec.preactivation  # v2 projections are a bare conv (with bias in keras)
 
         def projection(first_index: int, conv_stride: int) -> tuple[Op, ...]:
@@ -516,7 +517,7 @@ class _Planner:
         if kind == "A":
             ops: tuple[Op, ...] = (Subsample(n + "subsample", stride),) if stride != 1 else ()
             return ops + ((ChannelPad(n + "channel_pad", cout - cin),) if cout != cin else ())
-        if kind == "C" or (kind == "B" and reshapes) or (kind == "B-subsample" and cin != cout):
+        if kind == "C" or (kind == "B" and reshapes) or (kind == "B-subsample" and (cin != cout or project)):
             return projection(0, stride)
         if kind == "B-subsample" and stride != 1:
             return (Subsample(n + "subsample", stride),)

@@ -93,6 +93,11 @@ class StageSpec:
     conv2) for a basic block), for pruned networks (timm's *_pruned models) whose
     widths follow no formula; `width` then stays the nominal width, which is what
     ECA's kernel size is computed from, as timm does.
+
+    `always_project` gives the stage's first block a projection shortcut even where
+    its shape does not change: PaddleClas's ResNet_vd and keras-hub's ResNetBackbone
+    project in every stage's first block (keras-hub's basic_block excepted in the
+    first stage); False leaves it to the spec's `shortcut`.
     """
 
     depth: int
@@ -100,6 +105,7 @@ class StageSpec:
     stride: int = 1
     block: BlockType | None = None
     block_widths: tuple[tuple[int, ...], ...] | None = None
+    always_project: bool = False
 
     def __post_init__(self) -> None:
         _check_int("depth", self.depth, minimum=1)
@@ -107,6 +113,7 @@ class StageSpec:
         _check_int("stride", self.stride, minimum=1)
         if self.block is not None:
             _check_choice("block", self.block, ("basic", "bottleneck"))
+        _check_bool("always_project", self.always_project)
         if self.block_widths is not None:
             _coerce_tuple(self, "block_widths")
             widths = tuple(tuple(w) if isinstance(w, list) else w for w in self.block_widths)
@@ -479,6 +486,10 @@ class ResNetSpec:
                     "* groups; torchvision would silently round it down)"
                 )
         if self.shortcut == "A":
+            projected = [i for i, stage in enumerate(self.stages) if stage.always_project]
+            if projected:
+                raise SpecError(f"stages[{projected[0]}].always_project needs a projection shortcut; shortcut 'A' "
+                                "is parameter-free")
             channels = self.stem.widths[-1]
             for i, stage in enumerate(self.stages):
                 for out in self.block_outputs(stage):
@@ -584,6 +595,19 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     as dotted paths; a key only one side has is reported with None on the other."""
     fa, fb = _flatten(a), _flatten(b)
     return [Difference(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def functional_differences(spec: ResNetSpec, library: ResNetSpec) -> list[Difference]:
+    """Where `spec` differs from what a library builds (`library`, its spec) in the function
+    the network computes in eval mode: what only initialises (`zero_init_last_bn`) or
+    only acts in training (`batchnorm.running_var`, `head.dropout`: the library's layers
+    train their own way) is left out, and so is the stem max-pool's padding value where
+    a ReLU precedes the pool (-inf and zero padding then give the same maxima).
+    Converters to other libraries refuse a spec with any difference left, naming them."""
+    diffs = spec.differences(library, ignore=("name", "zero_init_last_bn"))
+    after_relu = spec.stem.norm and library.stem.norm and spec.stem.pool == library.stem.pool == "max"
+    return [d for d in diffs if d.path not in ("batchnorm.running_var", "head.dropout")
+            and not (d.path == "stem.pool_pad_value" and after_relu)]
 
 
 def describe_differences(diffs: list[Difference], mine: str, theirs: str) -> str:
