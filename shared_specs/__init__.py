@@ -6,7 +6,8 @@ from shared_specs.counting import LayerRow, ParamCount, count_flops, count_param
 from shared_specs.errors import CheckpointError, DataError, SpecError, WeightsError
 from shared_specs.infer import infer_spec
 from shared_specs.plan import Plan, make_plan
-from shared_specs.presets import find_preset, get_spec, list_presets, preset_doc, register, resolve_spec
+from shared_specs.presets import find_preset, get_spec, list_presets, preset_doc, preset_family, register, resolve_spec
+from shared_specs.presets_timm import timm_architecture  # importing it registers timm's table
 from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "make_plan",
     "output_shape",
     "preset_doc",
+    "preset_family",
     "read_checkpoint",
     "register",
     "resolve_spec",
+    "timm_architecture",
     "write_checkpoint",
 ]

@@ -16,18 +16,27 @@ from shared_specs.errors import SpecError
 from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
 
 _REGISTRY: dict[str, Callable[[], ResNetSpec]] = {}
+_FAMILY: dict[str, str] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], ResNetSpec]], Callable[[], ResNetSpec]]:
-    """Decorator adding a preset factory under `name`; a taken name is an error."""
+def register(name: str, family: str = "other") -> Callable[[Callable[[], ResNetSpec]], Callable[[], ResNetSpec]]:
+    """Decorator adding a preset factory under `name`, in `family` (what `resnet-rosetta list`
+    groups by, e.g. "torchvision"); a taken name is an error."""
 
     def add(factory: Callable[[], ResNetSpec]) -> Callable[[], ResNetSpec]:
         if name in _REGISTRY:
             raise SpecError(f"preset {name!r} is already registered")
         _REGISTRY[name] = factory
+        _FAMILY[name] = family
         return factory
 
     return add
+
+
+def preset_family(name: str) -> str:
+    """The family a preset was registered in ("torchvision", "keras.applications", "timm SE-ResNet", ...)."""
+    _lookup(name)
+    return _FAMILY[name]
 
 
 def list_presets(pattern: str = "*") -> list[str]:
@@ -94,61 +103,61 @@ def _torchvision(name: str, block: str, depths: tuple[int, ...], groups: int = 1
     )
 
 
-@register("resnet18")
+@register("resnet18", family="torchvision")
 def resnet18() -> ResNetSpec:
     """torchvision.models.resnet18 (He et al. 2015, basic blocks [2, 2, 2, 2])."""
     return _torchvision("resnet18", "basic", (2, 2, 2, 2))
 
 
-@register("resnet34")
+@register("resnet34", family="torchvision")
 def resnet34() -> ResNetSpec:
     """torchvision.models.resnet34 (He et al. 2015, basic blocks [3, 4, 6, 3])."""
     return _torchvision("resnet34", "basic", (3, 4, 6, 3))
 
 
-@register("resnet50")
+@register("resnet50", family="torchvision")
 def resnet50() -> ResNetSpec:
     """torchvision.models.resnet50 ("v1.5": bottleneck stride on the 3x3)."""
     return _torchvision("resnet50", "bottleneck", (3, 4, 6, 3))
 
 
-@register("resnet101")
+@register("resnet101", family="torchvision")
 def resnet101() -> ResNetSpec:
     """torchvision.models.resnet101 (bottlenecks [3, 4, 23, 3], v1.5)."""
     return _torchvision("resnet101", "bottleneck", (3, 4, 23, 3))
 
 
-@register("resnet152")
+@register("resnet152", family="torchvision")
 def resnet152() -> ResNetSpec:
     """torchvision.models.resnet152 (bottlenecks [3, 8, 36, 3], v1.5)."""
     return _torchvision("resnet152", "bottleneck", (3, 8, 36, 3))
 
 
-@register("resnext50_32x4d")
+@register("resnext50_32x4d", family="torchvision")
 def resnext50_32x4d() -> ResNetSpec:
     """torchvision.models.resnext50_32x4d (Xie et al. 2017, 32 groups of width 4)."""
     return _torchvision("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4)
 
 
-@register("resnext101_32x8d")
+@register("resnext101_32x8d", family="torchvision")
 def resnext101_32x8d() -> ResNetSpec:
     """torchvision.models.resnext101_32x8d (Xie et al. 2017, 32 groups of width 8)."""
     return _torchvision("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8)
 
 
-@register("resnext101_64x4d")
+@register("resnext101_64x4d", family="torchvision")
 def resnext101_64x4d() -> ResNetSpec:
     """torchvision.models.resnext101_64x4d (64 groups of width 4)."""
     return _torchvision("resnext101_64x4d", "bottleneck", (3, 4, 23, 3), groups=64, width_per_group=4)
 
 
-@register("wide_resnet50_2")
+@register("wide_resnet50_2", family="torchvision")
 def wide_resnet50_2() -> ResNetSpec:
     """torchvision.models.wide_resnet50_2 (Zagoruyko & Komodakis 2016, bottleneck width x2)."""
     return _torchvision("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width_per_group=128)
 
 
-@register("wide_resnet101_2")
+@register("wide_resnet101_2", family="torchvision")
 def wide_resnet101_2() -> ResNetSpec:
     """torchvision.models.wide_resnet101_2 (bottleneck width x2, [3, 4, 23, 3])."""
     return _torchvision("wide_resnet101_2", "bottleneck", (3, 4, 23, 3), width_per_group=128)
@@ -188,37 +197,37 @@ def _keras_v2(name: str, depths: tuple[int, ...]) -> ResNetSpec:
     )
 
 
-@register("resnet50_v1")
+@register("resnet50_v1", family="keras.applications")
 def resnet50_v1() -> ResNetSpec:
     """keras.applications.ResNet50 layout (original v1: stride on the first 1x1, conv biases)."""
     return _keras_v1("resnet50_v1", (3, 4, 6, 3))
 
 
-@register("resnet101_v1")
+@register("resnet101_v1", family="keras.applications")
 def resnet101_v1() -> ResNetSpec:
     """keras.applications.ResNet101 layout (original v1, [3, 4, 23, 3])."""
     return _keras_v1("resnet101_v1", (3, 4, 23, 3))
 
 
-@register("resnet152_v1")
+@register("resnet152_v1", family="keras.applications")
 def resnet152_v1() -> ResNetSpec:
     """keras.applications.ResNet152 layout (original v1, [3, 8, 36, 3])."""
     return _keras_v1("resnet152_v1", (3, 8, 36, 3))
 
 
-@register("resnet50_v2")
+@register("resnet50_v2", family="keras.applications")
 def resnet50_v2() -> ResNetSpec:
     """keras.applications.ResNet50V2 layout (He et al. 2016 pre-activation, stride in the last block)."""
     return _keras_v2("resnet50_v2", (3, 4, 6, 3))
 
 
-@register("resnet101_v2")
+@register("resnet101_v2", family="keras.applications")
 def resnet101_v2() -> ResNetSpec:
     """keras.applications.ResNet101V2 layout (pre-activation, [3, 4, 23, 3])."""
     return _keras_v2("resnet101_v2", (3, 4, 23, 3))
 
 
-@register("resnet152_v2")
+@register("resnet152_v2", family="keras.applications")
 def resnet152_v2() -> ResNetSpec:
     """keras.applications.ResNet152V2 layout (pre-activation, [3, 8, 36, 3])."""
     return _keras_v2("resnet152_v2", (3, 8, 36, 3))
@@ -239,37 +248,37 @@ def _cifar(depth: int) -> ResNetSpec:
     )
 
 
-@register("cifar_resnet20")
+@register("cifar_resnet20", family="He et al. 2015 CIFAR-10")
 def cifar_resnet20() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-20 (n=3, 0.27M params, 8.75% CIFAR-10 error)."""
     return _cifar(20)
 
 
-@register("cifar_resnet32")
+@register("cifar_resnet32", family="He et al. 2015 CIFAR-10")
 def cifar_resnet32() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-32 (n=5, 0.46M params)."""
     return _cifar(32)
 
 
-@register("cifar_resnet44")
+@register("cifar_resnet44", family="He et al. 2015 CIFAR-10")
 def cifar_resnet44() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-44 (n=7, 0.66M params)."""
     return _cifar(44)
 
 
-@register("cifar_resnet56")
+@register("cifar_resnet56", family="He et al. 2015 CIFAR-10")
 def cifar_resnet56() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-56 (n=9, 0.85M params)."""
     return _cifar(56)
 
 
-@register("cifar_resnet110")
+@register("cifar_resnet110", family="He et al. 2015 CIFAR-10")
 def cifar_resnet110() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-110 (n=18, 1.7M params)."""
     return _cifar(110)
 
 
-@register("cifar_resnet1202")
+@register("cifar_resnet1202", family="He et al. 2015 CIFAR-10")
 def cifar_resnet1202() -> ResNetSpec:
     """He et al. 2015 Table 6, ResNet-1202 (n=200, 19.4M params)."""
     return _cifar(1202)
@@ -278,7 +287,7 @@ def cifar_resnet1202() -> ResNetSpec:
 # -- the seed tutorials (shared/seeds) ---------------------------------------------
 
 
-@register("tutorial_cifar_resnet18")
+@register("tutorial_cifar_resnet18", family="seed tutorials")
 def tutorial_cifar_resnet18() -> ResNetSpec:
     """Seed 001 "ResNet详解与CIFAR10数据集实战": the PyTorch CIFAR-10 ResNet18 of the post.
 
@@ -297,7 +306,7 @@ def tutorial_cifar_resnet18() -> ResNetSpec:
     )
 
 
-@register("tutorial_keras_resnet18")
+@register("tutorial_keras_resnet18", family="seed tutorials")
 def tutorial_keras_resnet18() -> ResNetSpec:
     """Seed 004 "深度学习第6天:ResNet深度残差网络": the Keras ResNet18 of the post.
 
@@ -339,25 +348,25 @@ def _timm_d(name: str, block: str, depths: tuple[int, ...]) -> ResNetSpec:
     )
 
 
-@register("resnet18d")
+@register("resnet18d", family="timm ResNet")
 def resnet18d() -> ResNetSpec:
     """timm resnet18d (deep 3x3 stem 32/32/64, avg-pool shortcut D, basic blocks [2, 2, 2, 2])."""
     return _timm_d("resnet18d", "basic", (2, 2, 2, 2))
 
 
-@register("resnet34d")
+@register("resnet34d", family="timm ResNet")
 def resnet34d() -> ResNetSpec:
     """timm resnet34d (deep 3x3 stem 32/32/64, avg-pool shortcut D, basic blocks [3, 4, 6, 3])."""
     return _timm_d("resnet34d", "basic", (3, 4, 6, 3))
 
 
-@register("resnet50d")
+@register("resnet50d", family="timm ResNet")
 def resnet50d() -> ResNetSpec:
     """timm resnet50d (deep 3x3 stem 32/32/64, avg-pool shortcut D, bottlenecks [3, 4, 6, 3])."""
     return _timm_d("resnet50d", "bottleneck", (3, 4, 6, 3))
 
 
-@register("resnet101d")
+@register("resnet101d", family="timm ResNet")
 def resnet101d() -> ResNetSpec:
     """timm resnet101d (deep 3x3 stem 32/32/64, avg-pool shortcut D, bottlenecks [3, 4, 23, 3])."""
     return _timm_d("resnet101d", "bottleneck", (3, 4, 23, 3))
