@@ -7,6 +7,7 @@ from shared_specs.errors import CheckpointError, DataError, SpecError, WeightsEr
 from shared_specs.infer import infer_spec
 from shared_specs.plan import Plan, make_plan
 from shared_specs.presets import find_preset, get_spec, list_presets, preset_doc, preset_family, register, resolve_spec
+from shared_specs.presets_keras_hub import keras_hub_vd  # noqa: F401  (importing it registers keras-hub's vd table)
 from shared_specs.presets_timm import timm_architecture  # importing it registers timm's table
 from shared_specs.spec import BatchNormSpec, ResNetSpec, StageSpec, StemSpec
 
