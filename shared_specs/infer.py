@@ -17,13 +17,13 @@ from shared_specs.canonical import canonical_shapes
 from shared_specs.errors import SpecError
 from shared_specs.plan import IGNORED_SUFFIXES, Conv, make_plan
 from shared_specs.presets import find_preset
-from shared_specs.spec import ResNetSpec, width_per_group_of
+from shared_specs.spec import AttentionSpec, ResNetSpec
 
 Shape = tuple[int, ...]
 
 _BLOCK_KEY = re.compile(r"layer(\d+)\.(\d+)\.")
 _STAGE_KEY = re.compile(r"layer(\d+)\.")
-_TOP_LEVEL = re.compile(r"conv1|bn1|layer\d+|post_bn|fc")
+_TOP_LEVEL = re.compile(r"conv1|bn1|maxpool|layer\d+|post_bn|fc")
 
 # The conventions for what weights cannot show (see infer_spec's docstring).
 _TORCHVISION_STEM = {"stride": 2, "padding": None, "pool": "max", "pool_size": 3, "pool_stride": 2,
@@ -31,6 +31,10 @@ _TORCHVISION_STEM = {"stride": 2, "padding": None, "pool": "max", "pool_size": 3
 _CIFAR_STEM = {**_TORCHVISION_STEM, "stride": 1, "pool": "none"}
 _TORCH_BN = {"epsilon": 1e-5, "running_stats_decay": 0.9, "running_var": "unbiased"}
 _KERAS_BN = {"epsilon": 1.001e-5, "running_stats_decay": 0.99, "running_var": "biased"}
+_TIMM_GROUPS = 32  # timm's GroupNorm, GroupNormAct and EvoNorm2dS0 default
+# squeeze-excitation (rd_ratio, rd_divisor) tried in order: timm's default, ResNet-RS's, then others
+_SE_SETTINGS = ((1 / 16, 8), (1 / 4, 8), (1 / 8, 8), (1 / 16, 1), (1 / 4, 1), (1 / 8, 1))
+_BIT_STD_CONV_EPSILON = 1e-8  # timm's _create_resnetv2_bit: StdConv2d(eps=1e-8)
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,18 @@ class _Block:
     """What one residual block's weights show."""
 
     name: str
+    kind: str  # "basic" or "bottleneck"
     in_channels: int
-    out_channels: int
-    mid_channels: int  # bottleneck inner width; == out_channels in a basic block
+    widths: tuple[int, ...]  # output widths of conv1, conv2 (, conv3)
     groups: int
     shortcut: str | None  # None, "projection" (downsample.0) or "avg" (timm's downsample.1)
+    shortcut_kernel: int  # kernel size of the projection (SENet-154's strided ones: 3)
+    se_reduced: int | None  # squeeze-excitation's reduced width (se.fc1), if any
+    eca_kernel: int | None  # efficient channel attention's kernel size (se.conv), if any
+
+    @property
+    def out_channels(self) -> int:
+        return self.widths[-1]
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,10 @@ class _Facts:
     stem_widths: tuple[int, ...]
     stem_kernel: int
     stem_norm: bool
+    stem_pool_conv: bool  # ResNet-RS: a strided conv at maxpool.0 in the max-pool's place
     in_channels: int
-    block: str
     preactivation: bool
+    norm: str  # running statistics: batchnorm; `v`: evonorm_s0; `tau`: frn; else groupnorm
     stages: tuple[tuple[_Block, ...], ...]
     num_classes: int | None
     biased_convs: frozenset[str]
@@ -64,17 +76,24 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     """The ResNetSpec whose canonical tensors are exactly `weights` (name -> array with .shape).
 
     Read from the weights (a hint may restate these, never contradict them):
-    block type (`conv3` present: bottleneck), per-stage depth and width, groups and
-    width_per_group (from the 3x3 conv's grouped shape), the stem (`conv1` single conv
-    and its kernel size, or timm's deep stem `conv1.0`/`conv1.3`/`conv1.6` widths;
-    `bn1` present: stem norm), in_channels, preactivation (`post_bn` present),
-    shortcut (no `downsample` tensors where a block reshapes: A; `downsample.0` where
-    the shape changes: B; in every block: C; where only the channels change while
-    strided blocks keep an identity: B-subsample; timm's avg-pool shortcut with its
-    conv at `downsample.1`: D), conv_bias (which convs carry `.bias`) and num_classes
-    (`fc.weight`; None without `fc`). Where two values give the same network the
-    first-listed wins: C over B when every block projects, "none" over
-    "unnormalized" when every conv is followed by BatchNorm.
+    block type per stage (`conv3` present: bottleneck; the first stage's is the spec's
+    `block`), per-stage depth and width, groups, width_per_group and reduce_first (from
+    the convs' grouped shapes), or, where no such formula gives every block's widths
+    (timm's *_pruned models), each block's widths (`block_widths`); the stem (`conv1`
+    single conv and its kernel size, or timm's deep stem `conv1.0`/`conv1.3`/`conv1.6`
+    widths; `bn1` present: stem norm; `maxpool.0` a conv: ResNet-RS's conv stem pool),
+    in_channels, preactivation (`post_bn` present), shortcut (no `downsample` tensors
+    where a block reshapes: A; `downsample.0` where the shape changes: B; in every block:
+    C; where only the channels change while strided blocks keep an identity:
+    B-subsample; timm's avg-pool shortcut with its conv at `downsample.1`: D) and its
+    kernel (SENet-154's 3x3), the norm kind (running statistics: BatchNorm; `v`:
+    EvoNorm-S0; `tau`: FRN; weight and bias alone: GroupNorm), attention (`se.fc1`:
+    squeeze-excitation, its (reduction, divisor) the first of timm's (1/16, 8),
+    ResNet-RS's (1/4, 8), then (1/8, 8), (1/16, 1), (1/4, 1), (1/8, 1) that gives every
+    block's reduced width; `se.conv`: ECA), conv_bias (which convs carry `.bias`) and
+    num_classes (`fc.weight`; None without `fc`). Where two values give the same network
+    the first-listed wins: C over B when every block projects, "none" over "unnormalized"
+    when every conv is followed by BatchNorm.
 
     Not in the weights, so taken from conventions, each overridable by a hint. For each
     group of fields the first row that matches applies:
@@ -85,32 +104,48 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     *stem stride and pool, stage strides*
     a single 3x3 stem conv and 3 stages        stem stride 1, no max-pool; strides 1, 2, 2
                                                (He et al. 2015's CIFAR nets)
-    post_bn (pre-activation)                   stem stride 2, max-pool 3/2/1; strides 2,
+    post_bn and conv biases (pre-activation)   stem stride 2, max-pool 3/2/1; strides 2,
                                                ..., 2, 1 in each stage's LAST block
                                                (keras.applications ResNetV2)
-    anything else (7x7, deep stem, ...)        stem stride 2, pad k // 2, max-pool 3/2/1;
-                                               strides 1, 2, 2, ... in each stage's first
-                                               block (torchvision; timm alike)
+    anything else (7x7, deep stem, post_bn     stem stride 2, pad k // 2, max-pool 3/2/1;
+    without conv biases, ...)                  strides 1, 2, 2, ... in each stage's first
+                                               block (torchvision; timm's ResNet and
+                                               ResNetV2 alike)
     *numerics, outside the CIFAR row*
-    post_bn (pre-activation)                   BN epsilon 1.001e-5, decay 0.99, biased
+    post_bn and conv biases                    BN epsilon 1.001e-5, decay 0.99, biased
                                                running variance; max-pool pads zeros
                                                (keras.applications ResNetV2)
     a bias on every conv, post-activation      the same, and the bottleneck stride on the
                                                first 1x1 (keras.applications ResNet: the
                                                one published biased v1 layout)
+    post_bn, no conv bias, GroupNorm and a     weight-standardised convs (epsilon 1e-8),
+    single stem conv                           max-pool pads zeros (timm's BiT ResNetV2)
     anything else                              BN epsilon 1e-5, decay 0.9, unbiased
                                                running variance; max-pool pads
                                                -inf; stride on the 3x3 (torchvision v1.5)
+    *norms other than BatchNorm*               GroupNorm and EvoNorm-S0 in 32 groups,
+                                               epsilon 1e-5 (timm's defaults); a
+                                               BatchNorm state_dict without its running
+                                               statistics reads as GroupNorm
+    *pruned block widths*                      stage widths 64, 128, 256, ... (timm's
+                                               nominal channels, which size ECA's kernel)
+    *anti-aliasing*                            none (BlurPool and timm's 2x2 avg-pool hold
+                                               no tensors: hint anti_alias="blur"/"avg")
     *initialisation*
-    deep stem, or the avg-pool shortcut        zero_init_last_bn=True (timm's default)
+    post-activation with a deep stem, the      zero_init_last_bn=True (timm's ResNet
+    avg-pool shortcut, attention, a conv stem  default; timm's ResNetV2: False)
+    pool, a norm other than BatchNorm,
+    reduce_first, a 3x3 shortcut, mixed
+    block types or pruned widths
     *always*                                   padding "symmetric", head_activation "none"
     =========================================  ============================================
 
     The shortcut type is read under the stage strides in force, so a network strided
-    elsewhere needs its strides as a hint. Hints are ResNetSpec fields; `stem` and
-    `batchnorm` may be partial dicts, `stages` a list of partial dicts (e.g.
-    `stages=[{"stride": 1}, {"stride": 2}, ...]`). `name` defaults to the registered
-    preset equal to the result, else "resnet".
+    elsewhere needs its strides as a hint. Hints are ResNetSpec fields; `stem`,
+    `batchnorm`, `norm` and `attention` may be partial dicts, `stages` a list of partial
+    dicts (e.g. `stages=[{"stride": 1}, {"stride": 2}, ...]`; a pruned stage's width may
+    be hinted too). `name` defaults to the registered preset equal to the result, else
+    "resnet".
 
     Anything that is not such a ResNet raises SpecError naming the tensor and why.
 
@@ -120,6 +155,8 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     facts = _read_facts(shapes)
     data = _conventions(facts)
     _apply_hints(data, hints)
+    if data["norm"].get("kind") in ("groupnorm", "evonorm_s0") and "norm" not in hints:
+        _check_groups(shapes, data["norm"].get("groups", _TIMM_GROUPS))
     if "shortcut" not in hints:
         data["shortcut"] = _infer_shortcut(facts, data)
     if "conv_bias" not in hints:
@@ -172,14 +209,13 @@ def _read_facts(shapes: dict[str, Shape]) -> _Facts:
     stem_widths, stem_kernel, in_channels = _read_stem(shapes)
     stages = _stage_indices(shapes)
     preactivation = "post_bn.weight" in shapes
-    bottleneck = "layer1.0.conv3.weight" in shapes
-    block = "bottleneck" if bottleneck else "basic"
     channels = stem_widths[-1]
     read: list[tuple[_Block, ...]] = []
     for i, depth in enumerate(stages, start=1):
+        kind = "bottleneck" if f"layer{i}.0.conv3.weight" in shapes else "basic"  # each stage its own (test_resnet)
         blocks = []
         for j in range(depth):
-            b = _read_block(shapes, f"layer{i}.{j}", bottleneck)
+            b = _read_block(shapes, f"layer{i}.{j}", kind)
             if b.in_channels != channels:
                 before = f"layer{i}.{j - 1}" if j else (f"layer{i - 1}.{stages[i - 2] - 1}" if i > 1 else "the stem")
                 raise SpecError(f"{b.name}.conv1.weight takes {b.in_channels} input channels but {before} "
@@ -191,10 +227,20 @@ def _read_facts(shapes: dict[str, Shape]) -> _Facts:
     if fc is not None and (len(fc) != 2 or fc[1] != channels):
         raise SpecError(f"fc.weight has shape {fc}: a classifier over the last stage's {channels} channels "
                         f"must be ({fc[0] if fc else '?'}, {channels})")
-    biased = frozenset(n[: -len(".bias")] for n in shapes
-                       if n.endswith(".bias") and len(shapes.get(n[: -len("bias")] + "weight", ())) == 4)
-    return _Facts(stem_widths, stem_kernel, "bn1.weight" in shapes, in_channels, block, preactivation,
-                  tuple(read), None if fc is None else fc[0], biased)
+    biased = frozenset(n[: -len(".bias")] for n in shapes if n.endswith(".bias") and ".se." not in n
+                       and len(shapes.get(n[: -len("bias")] + "weight", ())) == 4)  # SE's 1x1 convs always have one
+    return _Facts(stem_widths, stem_kernel, "bn1.weight" in shapes, "maxpool.0.weight" in shapes, in_channels,
+                  preactivation, _read_norm(shapes), tuple(read), None if fc is None else fc[0], biased)
+
+
+def _read_norm(shapes: dict[str, Shape]) -> str:
+    """The norm kind, by the tensors only it has: BatchNorm's running statistics, EvoNorm-S0's
+    `v`, FRN's `tau`; a norm with only weight and bias is GroupNorm."""
+    suffixes = {name.rsplit(".", 1)[-1] for name, shape in shapes.items() if len(shape) == 1}
+    for suffix, kind in (("running_mean", "batchnorm"), ("v", "evonorm_s0"), ("tau", "frn")):
+        if suffix in suffixes:
+            return kind
+    return "groupnorm"
 
 
 def _read_stem(shapes: dict[str, Shape]) -> tuple[tuple[int, ...], int, int]:
@@ -252,47 +298,47 @@ def _stage_indices(shapes: dict[str, Shape]) -> list[int]:
     return depths
 
 
-def _read_block(shapes: dict[str, Shape], n: str, bottleneck: bool) -> _Block:
-    kind = "bottleneck" if bottleneck else "basic"
-    c1 = _conv(shapes, f"{n}.conv1", f"every residual block has a conv1 ({kind} blocks, from layer1.0)")
-    c2 = _conv(shapes, f"{n}.conv2", f"every residual block has a conv2 ({kind} blocks, from layer1.0)")
+def _read_block(shapes: dict[str, Shape], n: str, kind: str) -> _Block:
+    bottleneck = kind == "bottleneck"
+    stage = n.rsplit(".", 1)[0]
+    c1 = _conv(shapes, f"{n}.conv1", f"every residual block has a conv1 ({kind} blocks, from {stage}.0)")
+    c2 = _conv(shapes, f"{n}.conv2", f"every residual block has a conv2 ({kind} blocks, from {stage}.0)")
     has_conv3 = f"{n}.conv3.weight" in shapes
     if has_conv3 != bottleneck:
-        raise SpecError(f"{n}.conv3.weight is {'present' if has_conv3 else 'missing'} but layer1.0 is a {kind} "
-                        "block: one network has one block type")
+        raise SpecError(f"{n}.conv3.weight is {'present' if has_conv3 else 'missing'} but {stage}.0 is a {kind} "
+                        "block: one stage has one block type")
     if bottleneck:
         c3 = _conv(shapes, f"{n}.conv3", "")
         expected = ((1, f"{n}.conv1", c1), (3, f"{n}.conv2", c2), (1, f"{n}.conv3", c3))
-        mid, out = c1[0], c3[0]
-        if c2[1] == 0 or c2[0] != mid or mid % c2[1]:
-            raise SpecError(f"{n}.conv2.weight has shape {c2}: the 3x3 conv of a bottleneck maps the {mid} channels "
-                            f"of conv1 to {mid}, in groups")
+        first, mid = c1[0], c2[0]
+        if c2[1] == 0 or first % c2[1] or mid % (first // c2[1]):
+            raise SpecError(f"{n}.conv2.weight has shape {c2}: the 3x3 conv of a bottleneck maps the {first} channels "
+                            "of conv1 to its output, in groups that divide both")
         if c3[1] != mid:
             raise SpecError(f"{n}.conv3.weight takes {c3[1]} input channels but {n}.conv2 outputs {mid}")
-        groups = mid // c2[1]
+        groups, widths = first // c2[1], (first, mid, c3[0])
     else:
         expected = ((3, f"{n}.conv1", c1), (3, f"{n}.conv2", c2))
-        mid = out = c2[0]
         if c2[1] != c1[0]:
             raise SpecError(f"{n}.conv2.weight takes {c2[1]} input channels but {n}.conv1 outputs {c1[0]}")
-        if c1[0] != out:
-            raise SpecError(f"{n}.conv1.weight outputs {c1[0]} channels but {n}.conv2 {out}: a basic block keeps "
-                            "one width")
-        groups = 1
+        groups, widths = 1, (c1[0], c2[0])
     for k, name, shape in expected:
         if shape[2] != k:
             conv = name.rsplit(".", 1)[1]
             raise SpecError(f"{name}.weight is {shape[2]}x{shape[2]}; a {kind} block's {conv} is {k}x{k}")
-    if bottleneck and out % 4:
-        raise SpecError(f"{n}.conv3.weight outputs {out} channels, not 4 x the stage width (bottleneck expansion 4)")
     d0, d1 = shapes.get(f"{n}.downsample.0.weight"), shapes.get(f"{n}.downsample.1.weight")
+    kernel = 1
     if d0 is not None:
         shortcut: str | None = "projection"
+        kernel = _conv(shapes, f"{n}.downsample.0", "")[2]
     elif d1 is not None and len(d1) == 4:
         shortcut = "avg"  # timm's avg_down: downsample.0 is the (parameter-free) pool
     else:
         shortcut = None
-    return _Block(n, c1[1], out, mid, groups, shortcut)
+    fc1, eca = shapes.get(f"{n}.se.fc1.weight"), shapes.get(f"{n}.se.conv.weight")
+    se_reduced = fc1[0] if fc1 is not None and len(fc1) == 4 else None
+    eca_kernel = eca[-1] if eca is not None and len(eca) == 3 else None
+    return _Block(n, kind, c1[1], widths, groups, shortcut, kernel, se_reduced, eca_kernel)
 
 
 # -- conventions and hints ------------------------------------------------------
@@ -301,54 +347,134 @@ def _read_block(shapes: dict[str, Shape], n: str, bottleneck: bool) -> _Block:
 def _conventions(f: _Facts) -> dict[str, Any]:
     """A plain spec dict: the facts, plus the documented conventions for the rest."""
     n = len(f.stages)
+    blocks = [b for s in f.stages for b in s]
     cifar = len(f.stem_widths) == 1 and f.stem_kernel == 3 and n == 3
     keras_v1 = not cifar and not f.preactivation and _every_conv_biased(f)
-    keras = keras_v1 or (f.preactivation and not cifar)
-    timm = len(f.stem_widths) > 1 or any(b.shortcut == "avg" for s in f.stages for b in s)
+    timm_v2 = f.preactivation and not cifar and not f.biased_convs  # keras.applications' V2 has conv biases
+    keras = keras_v1 or (f.preactivation and not cifar and not timm_v2)
+    bit = timm_v2 and f.norm == "groupnorm" and len(f.stem_widths) == 1
+    groups, width_per_group, reduce_first, stages = _layout(f)
+    projections = [b.shortcut_kernel for b in blocks if b.shortcut == "projection"]
+    timm = not f.preactivation and (
+        len(f.stem_widths) > 1 or f.stem_pool_conv or any(b.shortcut == "avg" for b in blocks)
+        or f.norm != "batchnorm" or reduce_first > 1 or max(projections, default=1) > 1
+        or any("block_widths" in st or "block" in st for st in stages)
+        or any(b.se_reduced or b.eca_kernel for b in blocks))
     if cifar:
         stem, strides = dict(_CIFAR_STEM), [1] + [2] * (n - 1)
-    elif f.preactivation:  # keras.applications ResNetV2: stack2(stride1=2) ..., the last stride1=1
+    elif f.preactivation and not timm_v2:  # keras.applications ResNetV2: stack2(stride1=2) ..., the last stride1=1
         stem, strides = dict(_TORCHVISION_STEM), [2] * (n - 1) + [1]
     else:
         stem, strides = dict(_TORCHVISION_STEM), [1] + [2] * (n - 1)
-    if keras:
-        stem["pool_pad_value"] = "zero"  # keras.applications' ZeroPadding2D before MaxPooling2D
+    if keras or bit:  # keras.applications' ZeroPadding2D before MaxPooling2D; BiT's ConstantPad2d(1, 0)
+        stem["pool_pad_value"] = "zero"
+    if f.stem_pool_conv:
+        stem["pool"] = "conv"
     stem.update(widths=list(f.stem_widths), kernel_size=f.stem_kernel, norm=f.stem_norm)
-    first = f.stages[0][0]
-    width_per_group = 64
-    if f.block == "bottleneck":
-        width_per_group = _width_per_group(first)
-        for b in (s[0] for s in f.stages[1:]):
-            if (b.groups, _width_per_group(b)) != (first.groups, width_per_group):
-                raise SpecError(f"{b.name}.conv2.weight implies groups={b.groups}, width_per_group="
-                                f"{_width_per_group(b)} but layer1.0.conv2.weight groups={first.groups}, "
-                                f"width_per_group={width_per_group}: one network has one setting")
+    for stage, stride in zip(stages, strides, strict=True):
+        stage["stride"] = stride
+    norm: dict[str, Any] = {"kind": f.norm}
+    if f.norm in ("groupnorm", "evonorm_s0"):
+        norm["groups"] = _TIMM_GROUPS
     return {
-        "stages": [{"depth": len(s), "width": s[0].out_channels // (4 if f.block == "bottleneck" else 1), "stride": st}
-                   for s, st in zip(f.stages, strides, strict=True)],
-        "block": f.block,
+        "stages": stages,
+        "block": f.stages[0][0].kind,
         "preactivation": f.preactivation,
-        "bottleneck_stride": "1x1" if keras_v1 and f.block == "bottleneck" else "3x3",
-        "stride_position": "last" if f.preactivation and not cifar else "first",
+        "bottleneck_stride": "1x1" if keras_v1 and f.stages[0][0].kind == "bottleneck" else "3x3",
+        "stride_position": "last" if f.preactivation and not cifar and not timm_v2 else "first",
         "stem": stem,
-        "groups": first.groups,
+        "groups": groups,
         "width_per_group": width_per_group,
+        "reduce_first": reduce_first,
+        "shortcut_kernel_size": max(projections, default=1),
+        "attention": _attention(blocks),
         "padding": "symmetric",
         "batchnorm": dict(_KERAS_BN if keras else _TORCH_BN),
-        "zero_init_last_bn": timm and not f.preactivation,
+        "norm": norm,
+        "std_conv_epsilon": _BIT_STD_CONV_EPSILON if bit else None,
+        "zero_init_last_bn": timm,
         "in_channels": f.in_channels,
         "num_classes": f.num_classes,
         "head_activation": "none",
     }
 
 
-def _width_per_group(b: _Block) -> int:
-    return width_per_group_of(b.mid_channels, b.out_channels // 4, b.groups, f"{b.name}.conv1.weight")
+def _layout(f: _Facts) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """(groups, width_per_group, reduce_first, stages): the block widths as the spec's formula,
+    read off layer1.0 and holding for every block, or else each block's widths outright (a
+    pruned network) under the nominal stage widths 64, 128, 256, ... (timm's channels)."""
+    first = f.stages[0][0]
+    for b in (b for s in f.stages for b in s):
+        if b.groups != first.groups:
+            raise SpecError(f"{b.name}.conv2.weight implies groups={b.groups} but layer1.0.conv2.weight groups="
+                            f"{first.groups}: one network has one setting")
+    groups = first.groups
+    setting = _setting(first)
+    stages: list[dict[str, Any]] = []
+    for s in f.stages:
+        width = s[0].out_channels // (4 if s[0].kind == "bottleneck" else 1)
+        stage: dict[str, Any] = {"depth": len(s), "width": width}
+        if s[0].kind != first.kind:
+            stage["block"] = s[0].kind
+        stages.append(stage)
+    if setting is not None and all(b.widths == _formula(b.kind, st["width"], groups, *setting)
+                                   for s, st in zip(f.stages, stages) for b in s):
+        return groups, setting[0], setting[1], stages
+    for i, (s, stage) in enumerate(zip(f.stages, stages)):  # no formula fits: each block's widths outright
+        stage.update(width=64 * 2**i, block_widths=[list(b.widths) for b in s])
+    return groups, 64, 1, stages
+
+
+def _setting(b: _Block) -> tuple[int, int] | None:
+    """(width_per_group, reduce_first) that give block `b` its widths, if any do."""
+    if b.kind == "basic":
+        first, width = b.widths
+        return (64, width // first) if width % first == 0 else None
+    first, mid, out = b.widths
+    if out % 4 or mid % first or (mid * 64) % (out // 4 * b.groups):
+        return None
+    return mid * 64 // (out // 4 * b.groups), mid // first
+
+
+def _formula(kind: str, width: int, groups: int, width_per_group: int, reduce_first: int) -> tuple[int, ...]:
+    """A block's conv widths under the spec's formula (its plan's, restated: basic (w / r, w),
+    bottleneck (mid / r, mid, 4w) with mid = w * width_per_group / 64 * groups)."""
+    if kind == "basic":
+        return (width // reduce_first, width)
+    mid = width * width_per_group // 64 * groups
+    return (mid // reduce_first, mid, 4 * width)
+
+
+def _attention(blocks: list[_Block]) -> dict[str, Any] | None:
+    """Squeeze-excitation (se.fc1) or ECA (se.conv) in every block, or none. SE's reduced width
+    is make_divisible(C * ratio, divisor): the first of _SE_SETTINGS reproducing every block's wins."""
+    se = [b for b in blocks if b.se_reduced is not None]
+    eca = [b for b in blocks if b.eca_kernel is not None]
+    if not se and not eca:
+        return None
+    if se and eca:
+        raise SpecError(f"{se[0].name}.se.fc1.weight is squeeze-excitation but {eca[0].name}.se.conv.weight ECA: "
+                        "one network has one attention kind")
+    have = se or eca
+    if len(have) != len(blocks):
+        lacking = next(b for b in blocks if b not in have)
+        raise SpecError(f"{have[0].name}.se holds attention but {lacking.name}.se does not: attention is in every "
+                        "block or in none")
+    if eca:
+        return {"kind": "eca"}  # its kernel sizes follow from the widths; _check_fits proves them
+    for reduction, divisor in _SE_SETTINGS:
+        if all(AttentionSpec("se", reduction, divisor).se_width(b.out_channels) == b.se_reduced for b in se):
+            return {"kind": "se", "reduction": reduction, "divisor": divisor}
+    b = se[0]
+    raise SpecError(f"{b.name}.se.fc1.weight reduces {b.out_channels} channels to {b.se_reduced}, which no "
+                    "(reduction, divisor) among timm's (1/16, 8), ResNet-RS's (1/4, 8) and (1/8, 8), (1/16, 1), "
+                    "(1/4, 1), (1/8, 1) gives in every block: pass attention={'kind': 'se', 'reduction': ..., "
+                    "'divisor': ...}")
 
 
 def _every_conv_biased(f: _Facts) -> bool:
-    convs = len(f.stem_widths) + sum((3 if f.block == "bottleneck" else 2) + (b.shortcut is not None)
-                                     for s in f.stages for b in s)
+    convs = len(f.stem_widths) + f.stem_pool_conv + sum(
+        len(b.widths) + (b.shortcut is not None) for s in f.stages for b in s)
     return len(f.biased_convs) == convs
 
 
@@ -358,7 +484,7 @@ def _apply_hints(data: dict[str, Any], hints: dict[str, Any]) -> None:
     if unknown:
         raise SpecError(f"unknown hint(s) {unknown}: hints are ResNetSpec fields {sorted(known)}")
     for key, value in hints.items():
-        if key in ("stem", "batchnorm"):
+        if key in ("stem", "batchnorm", "norm") or (key == "attention" and value is not None and data[key]):
             data[key] = {**data[key], **_plain(value, key)}
         elif key == "stages":
             if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(data["stages"]):
@@ -367,7 +493,7 @@ def _apply_hints(data: dict[str, Any], hints: dict[str, Any]) -> None:
             merged = [{**inferred, **_plain(v, f"stages[{i}]")}
                       for i, (inferred, v) in enumerate(zip(data["stages"], value))]
             for i, (old, new) in enumerate(zip(data["stages"], merged), start=1):
-                for field in ("depth", "width"):
+                for field in ("depth", "width") if "block_widths" not in old else ("depth",):  # pruned: nominal
                     if new[field] != old[field]:
                         raise SpecError(f"hint stages[{i - 1}].{field}={new[field]} contradicts the weights: "
                                         f"layer{i} has {field} {old[field]}")
@@ -385,6 +511,14 @@ def _plain(value: Any, where: str) -> dict[str, Any]:
         raise SpecError(f"hint {where} must be a dict of its fields or its spec object, "
                         f"got {type(value).__name__}") from None
     return {k: list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
+
+
+def _check_groups(shapes: dict[str, Shape], groups: int) -> None:
+    """GroupNorm's (EvoNorm's) groups are not in the weights; the convention must at least divide every norm."""
+    for name, shape in shapes.items():
+        if name.endswith(".weight") and len(shape) == 1 and shape[0] % groups:
+            raise SpecError(f"{name} normalises {shape[0]} channels, which the {groups} groups of timm's default do "
+                            "not divide; the weights do not show the groups: pass norm={'groups': ...}")
 
 
 # -- shortcut and conv bias ---------------------------------------------------------

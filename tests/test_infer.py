@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from shared_specs import SpecError, canonical_shapes, get_spec, infer_spec, list_presets
+from shared_specs.presets_timm import TABLE_PRESETS
 from shared_specs.spec import ResNetSpec
 
 
@@ -47,6 +48,9 @@ def conventional(spec: ResNetSpec) -> dict[str, object]:
         "batchnorm": spec.batchnorm,
         "zero_init_last_bn": spec.zero_init_last_bn,
         "head_activation": spec.head_activation,
+        "anti_alias": spec.anti_alias,
+        "norm": {"groups": spec.norm.groups, "epsilon": spec.norm.epsilon},
+        "std_conv_epsilon": spec.std_conv_epsilon,
     }
 
 
@@ -60,7 +64,10 @@ def test_every_preset_is_inferred_from_its_weights(name: str) -> None:
 
 # The published families need no hints: the conventions are theirs. Only the two seed
 # tutorials' own choices (a stride-3 unpadded stem, Keras 'same' padding, ...) need hints.
-@pytest.mark.parametrize("name", [n for n in list_presets() if not n.startswith("tutorial_")])
+# timm's table (shared_specs.presets_timm): tests/test_timm_families.py, with the hints its
+# anti-aliased and torchvision-shaped rows need.
+@pytest.mark.parametrize("name", [n for n in list_presets()
+                                  if not n.startswith("tutorial_") and n not in TABLE_PRESETS])
 def test_conventions_reproduce_published_families(name: str) -> None:
     assert infer_spec(shapes_only(get_spec(name))) == get_spec(name)
 
@@ -137,7 +144,7 @@ def mutated(name: str, drop: tuple[str, ...] = (), **extra: tuple[int, ...]) -> 
         (mutated("resnet18", **{"layer1.0.conv1.bias": (64,)}),
          "layer1.0.conv1.bias is present but conv1.bias is not"),
         (mutated("resnet18", **{"layer2.1.conv3.weight": (128, 128, 1, 1)}),
-         "layer2.1.conv3.weight is present but layer1.0 is a basic block"),
+         "layer2.1.conv3.weight is present but layer2.0 is a basic block: one stage has one block type"),
         (mutated("resnet18", **{"fc.weight": (10, 256)}), "fc.weight has shape (10, 256)"),
         (mutated("resnet18", **{"layer1.0.bn1.weight": (32,)}),
          "layer1.0.bn1.weight has shape (32,), the network needs (64,)"),
