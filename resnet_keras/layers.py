@@ -250,10 +250,14 @@ class BlurPool2D(layers.Layer):
         super().__init__(**kwargs)
         self.stride = stride
 
-    def call(self, x: Any) -> Any:
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        # a numpy constant of the static channel count: Keras's torch-backend ONNX export (a
+        # TorchScript trace) cannot convert a depthwise conv whose kernel shape depends on the input
         taps = np.array([1.0, 2.0, 1.0]) / 4
-        channels = keras.ops.shape(x)[-1]
-        kernel = keras.ops.tile(keras.ops.cast(np.outer(taps, taps)[:, :, None, None], x.dtype), (1, 1, channels, 1))
+        self.filter = np.tile(np.outer(taps, taps)[:, :, None, None], (1, 1, input_shape[-1], 1))
+
+    def call(self, x: Any) -> Any:
+        kernel = keras.ops.cast(self.filter, x.dtype)
         x = keras.ops.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
         return keras.ops.depthwise_conv(x, kernel, strides=self.stride, padding="valid")
 

@@ -6,7 +6,9 @@
   same function but no longer holds the BatchNorm parameters (see docs/onnx.md).
 - torch: torch.onnx's TorchScript tracer, which Keras picks whenever a dimension is
   dynamic. The tracer cannot keep H and W dynamic through Keras's 'same' padding
-  (it fails on the padding amounts), so 'same'-padded specs need `input_size`.
+  (it fails on the padding amounts), so 'same'-padded specs need `input_size`; so do
+  anti-aliased ones, since Keras traces dynamic sizes with a 1x1 image, which a 2x2
+  average pool or BlurPool's reflect padding cannot take.
 - jax: jax2onnx, which pulls in flax, equinox, optax and orbax; it is not a
   dependency of this project, and without it the export stops with an ImportError
   saying so. The weights are canonical: build the model with resnet_torch and
@@ -24,7 +26,7 @@ from pathlib import Path
 import keras
 
 from resnet_keras.build import ResNet
-from shared_specs import SpecError
+from shared_specs import SpecError, output_shape
 from shared_specs.onnx_file import DEFAULT_OPSET, INPUT_NAME, check_output_path, finish_onnx
 
 # The converter Keras imports for each backend, and what it needs that we do not install.
@@ -59,6 +61,14 @@ def export_onnx(model: ResNet, path: str | os.PathLike[str], *, opset: int = DEF
             "(TorchScript tracing) cannot keep dynamic in height and width: pass input_size=(H, W), "
             "or export on the tensorflow backend"
         )
+    if backend == "torch" and input_size is None and model.spec.anti_alias != "none":
+        raise SpecError(
+            f"{model.spec.name} has anti_alias={model.spec.anti_alias!r}, which Keras's torch-backend ONNX export "
+            "cannot trace with dynamic height and width (it traces a 1x1 image, which a 2x2 pool or a reflect "
+            "pad cannot take): pass input_size=(H, W), or export on the tensorflow backend"
+        )
+    if input_size is not None:
+        output_shape(model.spec, input_size)  # a size the network cannot take is a SpecError naming the layer
     dtypes = sorted({str(v.dtype) for v in model.weights})
     if dtypes != ["float32"]:
         raise SpecError(f"Keras exports ONNX from float32 models only; this one holds {', '.join(dtypes)} weights")

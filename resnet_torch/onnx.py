@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared_specs import ResNetSpec, make_plan, output_shape
+from shared_specs import plan as P
 from shared_specs.onnx_file import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_output_path, finish_onnx
 
 # Size of the example input the exporter traces with. Batch and sides of 2 or more:
@@ -33,7 +35,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, opset: int = 
                 dynamic_batch: bool = True, input_size: tuple[int, int] | None = None) -> Path:
     """Write the eval-mode graph of `model` (NCHW input) to `path` and return the path.
 
-    `input_size=None` keeps height and width dynamic; `(H, W)` fixes them.
+    `input_size=None` keeps height and width dynamic (multiples of the total stride for
+    specs with anti_alias="avg", which run on no other sizes); `(H, W)` fixes them.
     `dynamic_batch=False` fixes the batch at 1. Any image model taking NCHW input
     works (a torchvision ResNet too); a resnet_torch ResNet's spec is stored in the
     file's metadata. The graph's input is named `input`, its output `output`.
@@ -47,11 +50,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, opset: int = 
     batch = _EXAMPLE_BATCH if dynamic_batch else 1
     hw = input_size if input_size is not None else (_EXAMPLE_SIDE, _EXAMPLE_SIDE)
     example = torch.zeros(batch, _in_channels(model), *hw, dtype=param.dtype, device=param.device)
-    dims = {}
+    if spec is not None and input_size is not None:
+        output_shape(spec, input_size)  # a size the network cannot take is a SpecError naming the layer
+    dims: dict[int, object] = {}
     if dynamic_batch:
         dims[0] = torch.export.Dim.DYNAMIC  # DYNAMIC, not AUTO: an export that specialises it is an error
     if input_size is None:
-        dims[2] = dims[3] = torch.export.Dim.DYNAMIC
+        multiple = _size_multiple(spec) if spec is not None else 1
+        if multiple == 1:
+            dims[2] = dims[3] = torch.export.Dim.DYNAMIC
+        else:  # H and W as multiples: torch.export cannot prove the residual shapes agree otherwise
+            dims[2], dims[3] = (multiple * torch.export.Dim(f"{side}_div{multiple}") for side in ("height", "width"))
     was_training = model.training
     model.eval()
     try:
@@ -63,6 +72,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], *, opset: int = 
     finally:
         model.train(was_training)
     return finish_onnx(program.model_proto, target, spec, f"resnet_torch (torch {torch.__version__})")
+
+
+def _size_multiple(spec: ResNetSpec) -> int:
+    """What height and width must be multiples of: 1, or the network's total stride where a
+    floor-mode average pool (timm's "avg" anti-aliasing) halves a residual branch whose
+    shortcut rounds up, so that only sizes halving evenly at every stride run at all (as in
+    timm). torch.export has to be told: it fails to solve that constraint by itself."""
+    plan = make_plan(spec)
+    if not any(isinstance(op, P.AvgPool) and not op.ceil_mode for op in plan.ops()):
+        return 1
+    stride = 1
+    for op in plan.stem:
+        stride *= getattr(op, "stride", 1)
+    for block in plan.blocks():
+        stride *= block.stride
+    return stride
 
 
 def _in_channels(model: nn.Module) -> int:

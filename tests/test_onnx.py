@@ -293,3 +293,115 @@ def test_docs_onnx_examples_run_and_print_what_they_claim():
             exec(compile(block, str(doc), "exec"), namespace)
     expected = ["True", "cifar_resnet20 97 True"] + (["True"] if BACKEND != "jax" else []) + ["True"]
     assert printed.getvalue().splitlines() == expected
+
+
+# -- timm's layers: every new op kind in a small model ---------------------------------
+
+TINY = get_spec("resnet18", stem={"widths": [16]}, stages=[{"depth": 1, "width": 16, "stride": 1},
+                                                           {"depth": 1, "width": 32, "stride": 2}])
+FAMILIES = {  # two-block basic nets; two op kinds per model keep the exports few
+    # GroupNorm (InstanceNormalization + Mul/Add at opset 18), SE, weight standardisation inside the graph
+    "se_groupnorm_stdconv": TINY.replace(attention={"kind": "se"}, norm={"kind": "groupnorm", "groups": 8},
+                                         std_conv_epsilon=1e-8),
+    "eca_evonorm": TINY.replace(attention={"kind": "eca"}, norm={"kind": "evonorm_s0", "groups": 8}),  # Conv1d
+    "frn_blurpool": TINY.replace(norm={"kind": "frn"}, anti_alias="blur"),  # reflect padding
+    "avg_anti_alias": TINY.replace(anti_alias="avg"),  # floor-mode 2x2 average pools
+}
+
+
+def family_sizes(spec: ResNetSpec) -> list[tuple[int, int]]:
+    # floor-mode average pools halve a branch whose shortcut rounds up: such nets (timm's too) take
+    # only sizes that halve evenly at each of their 3 strides
+    return [(40, 56), (24, 32)] if spec.anti_alias == "avg" else SIZES
+
+
+@pytest.fixture(scope="module")
+def family_export(tmp_path_factory):
+    """Exports each family model once per test process: (model, weights, path)."""
+    done: dict = {}
+
+    def export(name: str):
+        if name not in done:
+            model, weights = torch_model(FAMILIES[name])
+            done[name] = (model, weights, rt.export_onnx(model, tmp_path_factory.mktemp(name) / f"{name}.onnx"))
+        return done[name]
+
+    return export
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_torch_export_of_timm_layers_runs_like_the_model_and_reads_back_exactly(name, family_export):
+    spec = FAMILIES[name]
+    model, weights, path = family_export(name)
+    sess = session(path)
+    for batch, hw in zip((3, 1), family_sizes(spec)):
+        x = random_input(spec, hw, batch=batch)
+        assert_f32_close(run(sess, x), torch_forward(model, x), f"{name} {x.shape}")
+    read_spec, read = from_onnx(path)
+    assert read_spec == spec
+    assert list(read) == list(weights) and all(np.array_equal(read[k], weights[k]) for k in weights)
+
+
+def without_metadata(path, target):
+    graph = onnx.load(path)
+    del graph.metadata_props[:]  # a graph from elsewhere: from_onnx checks it against the spec it is given
+    onnx.save(graph, target)
+    return target
+
+
+def test_from_onnx_checks_groupnorm_and_standardised_convs_against_the_spec(tmp_path, family_export):
+    spec = FAMILIES["se_groupnorm_stdconv"]
+    model, weights, opset18 = family_export("se_groupnorm_stdconv")
+    # opset 18 writes GroupNorm as InstanceNormalization over the groups, then Mul and Add with the
+    # canonical weight and bias; opset 21 as one GroupNormalization node reading them
+    opset21 = rt.export_onnx(model, tmp_path / "opset21.onnx", opset=21)
+    for exported, op_type in ((opset18, "InstanceNormalization"), (opset21, "GroupNormalization")):
+        path = without_metadata(exported, tmp_path / f"plain_{op_type}.onnx")
+        assert sum(n.op_type == op_type for n in onnx.load(path).graph.node) == 6  # stem, 2 per block, projection
+        _, read = from_onnx(path, spec)
+        assert all(np.array_equal(read[k], weights[k]) for k in weights)
+        with pytest.raises(CheckpointError, match="bn1 has epsilon 1e-05 in the graph, 0.001 in the spec"):
+            from_onnx(path, spec.replace(norm={"epsilon": 1e-3}))
+        with pytest.raises(CheckpointError, match=r"conv1 reads its kernel standardised in the graph, as it is in "
+                                                  r"the spec \(std_conv_epsilon\)"):
+            from_onnx(path, spec.replace(std_conv_epsilon=None))
+        with pytest.raises(CheckpointError, match="normalises with 6 GroupNorms where resnet18 has 6 BatchNorms"):
+            from_onnx(path, spec.replace(norm={"kind": "batchnorm"}))
+    with pytest.raises(CheckpointError, match="bn1 has 8 groups in the graph, 4 in the spec"):
+        from_onnx(path, spec.replace(norm={"groups": 4}))  # opset 21 names the groups; 18 reshapes by them
+
+
+def test_an_optimised_graph_that_renamed_norm_vectors_is_refused_naming_them(tmp_path):
+    spec = FAMILIES["frn_blurpool"]
+    model, _ = torch_model(spec)
+    program = torch.onnx.export(model.eval(), (torch.zeros(2, 3, 32, 32),), dynamo=True, optimize=True, verbose=False)
+    program.save(str(tmp_path / "optimised.onnx"))
+    with pytest.raises(CheckpointError, match=r"of resnet18's tensors are not initializers of the graph, e\.g\. "
+                                              r"bn1\.weight.*an optimiser renamed or folded them"):
+        from_onnx(tmp_path / "optimised.onnx", spec)
+
+
+@pytest.mark.keras_backend
+@pytest.mark.parametrize("name", FAMILIES)
+def test_keras_export_of_timm_layers_runs_like_the_model(name, tmp_path):
+    spec = FAMILIES[name]
+    model = keras_model(spec)
+    target = tmp_path / f"{name}.onnx"
+    if BACKEND == "jax":
+        with pytest.raises(ImportError, match="jax2onnx, which is not installed"):
+            rk.export_onnx(model, target)
+        return
+    sizes = family_sizes(spec)
+    if BACKEND == "torch" and spec.anti_alias != "none":  # Keras traces dynamic sizes at 1x1
+        with pytest.raises(SpecError, match=f"anti_alias='{spec.anti_alias}'.* pass input_size"):
+            rk.export_onnx(model, target)
+        sizes = sizes[:1]
+        path = rk.export_onnx(model, target, input_size=sizes[0])
+    else:
+        path = rk.export_onnx(model, target)
+    sess = session(path)
+    for batch, hw in zip((3, 1), sizes):
+        x = random_input(spec, hw, batch=batch)
+        assert_f32_close(run(sess, nhwc(x)), keras_forward(model, x), f"{name} {x.shape} on {BACKEND}")
+    with pytest.raises(CheckpointError):  # folded BatchNorm, or no canonical names at all
+        from_onnx(path)

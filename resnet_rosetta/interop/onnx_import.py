@@ -12,7 +12,16 @@ same two, so the originals cannot be recovered. Keras's exporters always fold
 constant-folds the arithmetic), and so does torch.onnx's optional optimiser.
 
 Nothing is taken on the strength of a name alone: each BatchNorm node's epsilon,
-and each conv's kernel, stride and groups, must be what the spec says.
+and each conv's kernel, stride and groups, must be what the spec says; a conv must
+read its kernel standardised exactly where the spec standardises it (BiT's StdConv2d,
+`std_conv_epsilon`). GroupNorm is checked too: at opset 21+ torch.onnx writes one
+GroupNormalization node reading `<norm>.weight`/`.bias` (its groups and epsilon are
+compared); at the default opset 18 it writes InstanceNormalization over the groups
+followed by Mul and Add with the canonical weight and bias (its epsilon is compared).
+EvoNorm-S0 and FRN become plain arithmetic on canonical initializers: their weights
+are read as they are, their epsilon and groups are taken from the spec. An optimiser
+that reshapes those vectors into new constants, or pre-computes standardised kernels,
+leaves canonical names missing: such a graph is refused, naming them.
 """
 
 from __future__ import annotations
@@ -58,6 +67,10 @@ def from_onnx(path: str | os.PathLike[str], spec: ResNetSpec | str | None = None
     plan = make_plan(spec)
     bn_ops = {op.name: op for op in plan.ops() if isinstance(op, P.BatchNorm)}
     bn_nodes = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    group_nodes = [n for n in graph.node if n.op_type in ("GroupNormalization", "InstanceNormalization")]
+    if bn_ops and not bn_nodes and group_nodes:
+        raise CheckpointError(f"{path}: the graph normalises with {len(group_nodes)} GroupNorms where {spec.name} "
+                              f"has {len(bn_ops)} BatchNorms (norm.kind)")
     if bn_ops and len(bn_nodes) != len(bn_ops):
         raise CheckpointError(
             f"{path}: the graph has {len(bn_nodes)} BatchNormalization nodes where {spec.name} has "
@@ -72,6 +85,14 @@ def from_onnx(path: str | os.PathLike[str], spec: ResNetSpec | str | None = None
         raise CheckpointError(
             f"{path}: no initializer carries a canonical name (it has {sample or 'none'}); from_onnx reads "
             "graphs whose weights keep their state_dict names, as resnet_torch.export_onnx writes them"
+        )
+    missing = [n for n, _, _ in plan.tensors() if n not in initializers]
+    if missing:
+        raise CheckpointError(
+            f"{path}: {len(missing)} of {spec.name}'s tensors are not initializers of the graph, e.g. "
+            f"{', '.join(missing[:4])}: an optimiser renamed or folded them (norm vectors reshaped into new "
+            "constants, standardised conv kernels pre-computed). Export with resnet_torch.export_onnx, which "
+            "keeps every state_dict tensor under its name"
         )
     problems = _check_nodes(graph, plan, bn_ops)
     if problems:
@@ -106,13 +127,76 @@ def _pick_spec(path: Path, meta: dict[str, str], given: ResNetSpec | str | None,
     return stored
 
 
+# Ops through which a weight reaches the node using it: layout and dtype changes, and the
+# arithmetic of weight standardisation ((w - mean) / sqrt(var + eps), w being the first input).
+_WEIGHT_PATH = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Expand", "CastLike", "Cast", "Identity", "Sub", "Div"})
+
+
+def _weight_source(name: str, producers: dict[str, Any], initializers: set[str]) -> tuple[str | None, list[str]]:
+    """The initializer a node input is computed from (following first inputs through
+    `_WEIGHT_PATH` ops), and the op types passed on the way; (None, ...) if it is not one."""
+    passed: list[str] = []
+    for _ in range(8):
+        if name in initializers:
+            return name, passed
+        node = producers.get(name)
+        if node is None or node.op_type not in _WEIGHT_PATH or not node.input:
+            return None, passed
+        passed.append(node.op_type)
+        name = node.input[0]
+    return None, passed
+
+
+def _scaling_weight(node: Any, consumers: dict[str, list[Any]], producers: dict[str, Any],
+                    initializers: set[str]) -> str | None:
+    """The canonical `.weight` that multiplies an InstanceNormalization's output (torch.onnx's
+    opset-18 GroupNorm: InstanceNormalization over the groups, Reshape back, Mul, Add)."""
+    value = node.output[0]
+    for _ in range(4):
+        following = consumers.get(value, [])
+        mul = next((n for n in following if n.op_type == "Mul"), None)
+        if mul is not None:
+            for other in mul.input:
+                source, _ = _weight_source(other, producers, initializers)
+                if source is not None and source.endswith(".weight"):
+                    return source
+            return None
+        step = next((n for n in following if n.op_type in ("Reshape", "CastLike")), None)
+        if step is None:
+            return None
+        value = step.output[0]
+    return None
+
+
 def _check_nodes(graph, plan: P.Plan, bn_ops: dict[str, P.BatchNorm]) -> list[str]:  # type: ignore[no-untyped-def]
-    """Each BatchNorm and conv node that reads canonical weights agrees with the plan."""
+    """Each BatchNorm, GroupNorm and conv node that reads canonical weights agrees with the plan."""
     from onnx import helper
 
     convs = {f"{op.name}.weight": op for op in plan.ops() if isinstance(op, P.Conv)}
+    group_norms = {op.name: op for op in plan.ops() if isinstance(op, P.GroupNorm)}
+    initializers = {i.name for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     problems: list[str] = []
     seen_bn: set[str] = set()
+    seen_gn: set[str] = set()
+
+    def group_norm(weight: str | None, epsilon: float, groups: int | None) -> None:
+        layer = weight.rsplit(".", 1)[0] if weight else None
+        op = group_norms.get(layer)  # type: ignore[arg-type]
+        if op is None:
+            problems.append(f"a group normalisation is scaled by {weight or 'no canonical weight'}, not by one "
+                            "GroupNorm's canonical weight")
+            return
+        seen_gn.add(op.name)
+        if not np.isclose(epsilon, op.epsilon, rtol=1e-6, atol=0):
+            problems.append(f"{op.name} has epsilon {epsilon:.6g} in the graph, {op.epsilon:.6g} in the spec")
+        if groups is not None and groups != op.groups:
+            problems.append(f"{op.name} has {groups} groups in the graph, {op.groups} in the spec")
+
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "BatchNormalization":
@@ -126,13 +210,29 @@ def _check_nodes(graph, plan: P.Plan, bn_ops: dict[str, P.BatchNorm]) -> list[st
             epsilon = attrs.get("epsilon", 1e-5)
             if not np.isclose(epsilon, op.epsilon, rtol=1e-6, atol=0):  # stored as float32 in the graph
                 problems.append(f"{layer} has epsilon {epsilon:.6g} in the graph, {op.epsilon:.6g} in the spec")
-        elif node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in convs:
-            op = convs[node.input[1]]
+        elif node.op_type == "Conv" and len(node.input) > 1:
+            weight, passed = _weight_source(node.input[1], producers, initializers)
+            op = convs.get(weight)  # type: ignore[arg-type]
+            if op is None:
+                continue
             found = (list(attrs.get("strides", [1, 1])), attrs.get("group", 1))
             if found != ([op.stride] * 2, op.groups):
                 problems.append(f"{op.name} has strides {found[0]} and {found[1]} groups in the graph, "
                                 f"stride {op.stride} and {op.groups} groups in the spec")
+            standardised = "Sub" in passed  # (w - mean) / sqrt(var + eps) on the way to the conv
+            if standardised != (op.standardize is not None):
+                problems.append(f"{op.name} reads its kernel {'standardised' if standardised else 'as it is'} in "
+                                f"the graph, {'standardised' if op.standardize is not None else 'as it is'} in "
+                                "the spec (std_conv_epsilon)")
+        elif node.op_type == "GroupNormalization":  # opset 21+
+            weight, _ = _weight_source(node.input[1], producers, initializers)
+            group_norm(weight, attrs.get("epsilon", 1e-5), attrs.get("num_groups"))
+        elif node.op_type == "InstanceNormalization":  # opset 18: a GroupNorm over (N, groups, -1)
+            group_norm(_scaling_weight(node, consumers, producers, initializers), attrs.get("epsilon", 1e-5), None)
     missing = sorted(set(bn_ops) - seen_bn)
     if missing:
         problems.append(f"no BatchNormalization node for {', '.join(missing[:4])}")
+    missing = sorted(set(group_norms) - seen_gn)
+    if missing:
+        problems.append(f"no group normalisation node for {', '.join(missing[:4])}")
     return problems

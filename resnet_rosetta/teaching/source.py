@@ -10,9 +10,40 @@ and the tests run it against them.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from shared_specs import ResNetSpec, SpecError, make_plan, preset_doc
 from shared_specs import plan as P
 from shared_specs.spec import torch_momentum
+
+# The ResNetSpec fields the writers turn into source; any other field must keep its default,
+# or the generated file would silently build another network.
+_WRITTEN = frozenset({"name", "block", "preactivation", "stages", "bottleneck_stride", "stride_position", "shortcut",
+                      "groups", "width_per_group", "stem", "conv_bias", "padding", "batchnorm", "zero_init_last_bn",
+                      "in_channels", "num_classes", "head_activation"})
+
+
+def unwritten_fields(spec: ResNetSpec) -> list[str]:
+    """The spec's fields (with values) that source generation does not cover: fields it does
+    not know at a value other than their default, ResNet-RS's conv stem pool, per-stage block
+    types and per-block widths."""
+    found = []
+    for f in dataclasses.fields(spec):
+        if f.name in _WRITTEN:
+            continue
+        default: Any = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        value = getattr(spec, f.name)
+        if f.name == "norm":  # BatchNorm's numerics are in `batchnorm`; another kind is another layer
+            if value.kind != "batchnorm":
+                found.append(f"norm.kind={value.kind!r}")
+        elif value != default:
+            found.append(f"{f.name}.kind={value.kind!r}" if hasattr(value, "kind") else f"{f.name}={value!r}")
+    if spec.stem.pool == "conv":
+        found.append("stem.pool='conv'")
+    found += [f"stages[{i}].{name}" for i, stage in enumerate(spec.stages)
+              for name in ("block", "block_widths") if getattr(stage, name) is not None]
+    return found
 
 
 def resnet_source(spec: ResNetSpec, framework: str, preset: str | None = None) -> str:
@@ -30,6 +61,10 @@ class _Writer:
     def __init__(self, spec: ResNetSpec, preset: str | None) -> None:
         self.spec = spec
         self.preset = preset
+        unwritten = unwritten_fields(spec)
+        if unwritten:
+            raise SpecError(f"source generation does not cover {', '.join(unwritten)} (in {spec.name}); "
+                            "resnet_torch.build and resnet_keras.build build it")
         self.plan = make_plan(spec)
         s = spec.stem
         if s.pool == "max" and s.pool_pad_value == "zero" and spec.padding == "same" and s.pool_padding is None:
