@@ -12,10 +12,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from resnet_rosetta.cli import convert, demo, diff, specs, teach, train
+from resnet_rosetta.cli import convert, demo, describe, diff, specs, teach, train
 from shared_specs import CheckpointError, SpecError, WeightsError
 
-COMMANDS = (specs, convert, diff, train, demo, teach)
+COMMANDS = (specs, convert, describe, diff, train, demo, teach)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,14 @@ Formats are recognised by their content, not their name: safetensors (our canoni
 checkpoint, or a plain one), PyTorch `torch.save` files (read with
 `weights_only=True`: nothing is unpickled beyond tensors and containers; a
 torchvision or timm state_dict is canonical as it is), Keras `.keras` archives (of
-our ResNet or of a keras.applications ResNet), Keras `.weights.h5` and ONNX graphs
-that kept their BatchNorms. Every write goes to a temp file renamed into place, so a
-failure leaves no half-written output.
+our ResNet or of a keras.applications ResNet), Keras `.weights.h5`, ONNX graphs
+that kept their BatchNorms, and directories: transformers' `save_pretrained` and
+keras-hub's presets (interop/directories.py). Every write goes to a temp file (or
+directory) renamed into place, so a failure leaves no half-written output.
+
+What travels beside the weights (the input preprocessing and the class names) is read
+from wherever a format keeps it, stored in the canonical checkpoint's metadata, and
+written into each target's own config (`read_model` / `write_model_file`).
 """
 
 from __future__ import annotations
@@ -14,24 +19,31 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
 from shared_specs import CheckpointError, ResNetSpec, SpecError, check_weights, infer_spec, write_checkpoint
+from shared_specs import preprocessing as pre
 from shared_specs.checkpoint import atomic_write, is_safetensors, read_checkpoint
 from shared_specs.spec import describe_differences
 
-FORMATS = ("safetensors", "torch", "keras", "keras-weights", "onnx")
+FORMATS = ("safetensors", "torch", "keras", "keras-weights", "onnx", "transformers", "keras-hub")
 # What `write_model_file` can write: FORMATS, and keras.applications' own model as a .keras file.
 OUTPUT_FORMATS = (*FORMATS, "keras-applications")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """One of FORMATS, from the file's first bytes (and the members of a zip)."""
+    """One of FORMATS, from the file's first bytes (and the members of a zip), or a
+    directory's config.json."""
     path = Path(path)
+    if path.is_dir():
+        from resnet_rosetta.interop.directories import detect_directory
+
+        return detect_directory(path)
     try:
         with path.open("rb") as f:
             head = f.read(16)
@@ -75,37 +87,77 @@ def format_for_output(path: str | os.PathLike[str], to: str | None = None) -> st
         return by_suffix
     if to not in OUTPUT_FORMATS:
         raise CheckpointError(f"--to {to}: not a format; choose from {', '.join(OUTPUT_FORMATS)}")
+    if to in ("transformers", "keras-hub") and Path(path).exists() and not Path(path).is_dir():
+        raise CheckpointError(f"{path}: --to {to} writes a directory, and a file of that name exists")
     needs = {"keras": ".keras", "keras-weights": ".weights.h5", "keras-applications": ".keras"}.get(to)
     if needs and not name.endswith(needs):  # Keras refuses any other suffix
         raise CheckpointError(f"{path}: Keras writes {to} only to a file named *{needs}")
     return to
 
 
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model file holds: the network, and what travels with it where the format says it."""
+
+    spec: ResNetSpec
+    weights: dict[str, np.ndarray]
+    preprocessing: pre.Preprocessing | None = None
+    labels: list[str] | None = None
+
+
+def read_model(path: str | os.PathLike[str], spec: ResNetSpec | None = None) -> ModelFile:
+    """A model file or directory with its preprocessing and class names where the format
+    keeps them (our safetensors metadata, a transformers or keras-hub directory, a
+    keras.applications model's preprocess_input mode); weights checked as in read_model_file."""
+    path = Path(path)
+    fmt = detect_format(path)
+    prep, labels = None, None
+    if fmt in ("transformers", "keras-hub"):
+        from resnet_rosetta.interop.directories import read_directory
+
+        found, weights, prep, labels = read_directory(path)
+        found = _pick_spec(path, found, spec)
+    elif fmt == "safetensors":
+        stored, weights, meta = read_checkpoint(path)
+        found = _pick_spec(path, stored, spec, weights)
+        prep, labels = pre.from_metadata(meta, str(path))
+    else:
+        found, weights, app = _read_unchecked(path, spec)
+        if app:  # keras.applications' preprocess_input: "caffe" for v1, "tf" for v2
+            prep = pre.KERAS_APPLICATIONS_MODES["tf" if found.preactivation else "caffe"]
+    if labels is not None and len(labels) != found.num_classes:
+        raise CheckpointError(f"{path}: {len(labels)} labels for the {found.num_classes} classes of {found.name}")
+    return ModelFile(found, check_weights(found, weights, source=str(path)), prep, labels)
+
+
 def read_model_file(path: str | os.PathLike[str], spec: ResNetSpec | None = None
                     ) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
     """(spec, canonical weights) of any supported file, the weights checked against the spec
     (shapes, float dtypes, finite values): see `_read_unchecked` for where the spec comes from."""
-    found, weights = _read_unchecked(Path(path), spec)
-    return found, check_weights(found, weights, source=str(path))
+    if Path(path).is_dir():
+        found = read_model(path, spec)
+        return found.spec, found.weights
+    found_spec, weights, _ = _read_unchecked(Path(path), spec)
+    return found_spec, check_weights(found_spec, weights, source=str(path))
 
 
-def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, dict[str, np.ndarray]]:
+def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, dict[str, np.ndarray], bool]:
     """Files that carry no spec (a .pth state_dict, a plain safetensors file) get it from
     `spec`, else from `shared_specs.infer_spec` on their tensor names and shapes; Keras
     weight files need `spec`. A file's own spec (ours, or a keras.applications model's)
-    must equal a given one.
+    must equal a given one. The flag says whether a keras.applications model was read.
     """
     fmt = detect_format(path)
     if fmt == "safetensors":
         stored, weights, _ = read_checkpoint(path)
-        return _pick_spec(path, stored, spec, weights), weights
+        return _pick_spec(path, stored, spec, weights), weights, False
     if fmt == "torch":
         weights = _read_torch(path)
-        return _pick_spec(path, None, spec, weights), weights
+        return _pick_spec(path, None, spec, weights), weights, False
     if fmt == "onnx":
         from resnet_rosetta.interop.onnx_import import from_onnx
 
-        return from_onnx(path, spec)
+        return (*from_onnx(path, spec), False)
     torch, keras = import_frameworks()
     import resnet_keras as rk
 
@@ -115,17 +167,17 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
         except Exception as err:  # Keras raises many types for a damaged archive
             raise CheckpointError(f"{path}: cannot load the .keras model: {_one_line(err)}") from None
         if isinstance(model, rk.ResNet):
-            return _pick_spec(path, model.spec, spec), rk.export_weights(model)
+            return _pick_spec(path, model.spec, spec), rk.export_weights(model), False
         try:
             found, weights = rk.from_keras_applications(model)
         except SpecError as err:
             raise CheckpointError(f"{path}: a .keras model that is neither a resnet-rosetta ResNet nor a "
                                   f"keras.applications ResNet: {err}") from None
-        return _pick_spec(path, found, spec), weights
+        return _pick_spec(path, found, spec), weights, True
     model = rk.build(_need_spec(path, spec))
     try:
         _load_keras_weights(model, path)
-        return model.spec, rk.export_weights(model)
+        return model.spec, rk.export_weights(model), False
     except Exception as err:  # Keras raises ValueError and others for weights of another model
         ours = f"not into resnet_keras.build({model.spec.name!r}): {_one_line(err)}"
     # A Keras weights file has no architecture, and keras.applications' own (Keras 3 .weights.h5,
@@ -140,7 +192,7 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
         raise CheckpointError(f"{path}: cannot load these Keras weights, {ours}; nor into keras.applications' "
                               f"{app.name}: {_one_line(err)}") from None
     found, weights = rk.from_keras_applications(app)
-    return _pick_spec(path, found, model.spec), weights
+    return _pick_spec(path, found, model.spec), weights, True
 
 
 def _load_keras_weights(model: object, path: Path) -> None:
@@ -157,29 +209,40 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 
 def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray],
-                     to: str | None = None) -> None:
-    """Write `weights` of `spec` atomically, in format `to` or else the one `path`'s suffix names.
+                     to: str | None = None, *, preprocessing: pre.Preprocessing | None = None,
+                     labels: list[str] | None = None) -> list[str]:
+    """Write `weights` of `spec` atomically, in format `to` or else the one `path`'s suffix names;
+    returns notes on what the format could not keep.
 
     "torch" writes a state_dict, which torchvision's and timm's models load as it is;
     "keras-applications" the keras.applications model itself (SpecError if it has
-    none of `spec`); "onnx" the graph `resnet_torch.export_onnx` writes.
+    none of `spec`); "onnx" the graph `resnet_torch.export_onnx` writes; "transformers"
+    and "keras-hub" a directory their own `from_pretrained` / `from_preset` load.
+    `preprocessing` and `labels` go into the safetensors metadata and those directories;
+    the other formats have no place for them.
     """
     fmt = format_for_output(path, to)
+    if fmt in ("transformers", "keras-hub"):
+        from resnet_rosetta.interop.directories import write_directory
+
+        return write_directory(path, fmt, spec, weights, preprocessing, labels)
+    notes = [] if preprocessing is None and labels is None or fmt == "safetensors" else \
+        [f"{fmt} files have no place for the preprocessing and class names; they were left out"]
     if fmt == "safetensors":
-        write_checkpoint(path, weights, spec)
-        return
+        write_checkpoint(path, weights, spec, metadata=pre.to_metadata(preprocessing, labels))
+        return notes
     torch, keras = import_frameworks()
     if fmt == "torch":
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in check_weights(spec, weights).items()}
         atomic_write(path, lambda f: torch.save(state, f))
-        return
+        return notes
     if fmt == "onnx":
         import resnet_torch as rt
 
         source = rt.build(spec)
         rt.import_weights(source, weights)
         rt.export_onnx(source, path)
-        return
+        return notes
     import resnet_keras as rk
 
     if fmt == "keras-applications":
@@ -196,6 +259,7 @@ def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Ma
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    return notes
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
