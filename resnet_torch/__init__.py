@@ -3,6 +3,7 @@
 from resnet_torch.build import ResNet, build
 from resnet_torch.ecosystem import from_timm, from_torchvision, to_timm, to_torchvision
 from resnet_torch.onnx import export_onnx
+from resnet_torch.reading import from_module
 from resnet_torch.weights import export_weights, import_weights, load_model, load_weights, save_weights
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "build",
     "export_onnx",
     "export_weights",
+    "from_module",
     "from_timm",
     "from_torchvision",
     "import_weights",
