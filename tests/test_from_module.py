@@ -273,3 +273,36 @@ def test_keras_layer_no_spec_holds_is_refused_by_name() -> None:
     x = L.GlobalAveragePooling2D()(L.add([x, y]))
     with pytest.raises(SpecError, match=r"^odd \(activation\) \(Conv2D\(activation='gelu'\)\) has no counterpart"):
         rk.from_model(keras.Model(inputs, L.Dense(2)(x)))
+
+
+# -- the seed tutorials ---------------------------------------------------------------------------
+
+
+def test_torch_seeds_port_as_they_are_or_once_the_checkers_fix_is_applied() -> None:
+    from resnet_rosetta.teaching import seeds
+
+    assert seeds.check_seed("000").ports == "resnet34"
+    check = seeds.check_seed("003-torch")
+    assert not check.faithful and not any(f.architectural for f in check.fixed)
+    assert check.ports == "resnet34 + 2 fields (conv_bias='all', num_classes=10)"
+    model = randomize(seeds.seed003_torch(fixed=True))
+    spec, weights, _ = rt.from_module(model)
+    ours = rt.build(spec)
+    rt.import_weights(ours, weights)
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    assert_f32_close(torch_forward(ours, x), torch_forward(model, x), "seed 003-torch, fixed, ported")
+
+
+def test_keras_seeds_port_once_the_checkers_fix_is_applied() -> None:
+    from resnet_rosetta.teaching import seeds
+
+    for seed_id, builder in (("003-keras", lambda: seeds.seed003_keras(fixed=True)),
+                             ("004", lambda: seeds.seed004(conv_shortcut_where_needed=True))):
+        model = randomize_keras(builder())
+        spec, weights, _ = rk.from_model(model)
+        assert seeds.check_seed(seed_id).ports.startswith(spec.name if seed_id == "004" else "resnet34 + 6 fields")
+        ours = rt.build(spec)
+        rt.import_weights(ours, weights)
+        x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)  # the posts fix 224x224
+        # float32 parity bound: summation order differs between ATen and TensorFlow's kernels (trap 15)
+        assert_f32_close(torch_forward(ours, x), keras_forward(model, x), f"seed {seed_id}, fixed, ported")

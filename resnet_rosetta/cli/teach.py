@@ -13,10 +13,10 @@ from shared_specs.checkpoint import atomic_write
 def register(sub: Any) -> None:
     """Add explain, side-by-side, source and seeds to the CLI."""
     p = sub.add_parser(
-        "explain", help="the 21 PyTorch/Keras traps, each measured now on a real network",
+        "explain", help="the PyTorch/Keras traps, each measured now on a real network",
         description="Measure traps (default: all) on the current Keras backend (KERAS_BACKEND) and print what "
                     "goes wrong if each is ignored, by how much, and how resnet-rosetta handles it.")
-    p.add_argument("traps", nargs="*", type=int, metavar="TRAP", help="trap numbers (1-21); default: all")
+    p.add_argument("traps", nargs="*", type=int, metavar="TRAP", help="trap numbers (1-21, 23-30); default: all")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true",
                       help="write docs/differences.md: all traps, backend-specific ones on every backend")
@@ -116,7 +116,11 @@ def run_seeds(args: argparse.Namespace) -> int:
         else:
             arch = sum(f.architectural for f in check.findings)
             verdict = "faithful" if check.faithful else f"not faithful ({arch} architectural differences)"
-        rows.append((seed_id, check.seed.framework or "-", check.seed.claims or "-", verdict, check.seed.title))
-    print(format_table(("seed", "framework", "claims", "checker's verdict", "post"), rows))
-    print("\n`resnet-rosetta seeds ID` lists every difference.")
+        ports = "-" if not check.ports else (check.ports.split(" (")[0]
+                                             + (" once fixed" if check.fixed is not None else ""))
+        rows.append((seed_id, check.seed.framework or "-", check.seed.claims or "-", verdict, ports,
+                     check.seed.title))
+    print(format_table(("seed", "framework", "claims", "checker's verdict", "ports as", "post"), rows))
+    print("\n`resnet-rosetta seeds ID` lists every difference and the fix; \"ports as\": the spec "
+          "resnet_torch.from_module / resnet_keras.from_model read off the model.")
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from resnet_rosetta.frameworks import import_frameworks
 from resnet_rosetta.teaching import architecture as A
-from shared_specs import SpecError, get_spec
+from shared_specs import SpecError, find_preset, get_spec
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Seed:
     claims: str | None  # the preset the post says it builds
     build: Callable[[], Any] | None
     note: str = ""
-    fixed: Callable[[], Any] | None = None  # the smallest fix, for a post whose model does not build
+    fixed: Callable[[], Any] | None = None  # the model with the checker's findings fixed
+    fix: str = ""  # what `fixed` changes
 
 
 # -- 000: "用pytorch实现Resnet" (toymoban), PyTorch ResNet-34 -----------------------------
@@ -135,8 +136,10 @@ def seed001() -> Any:
 # -- 003: "Deep Residual Learning" notes, Keras and PyTorch ResNet-34 ------------------------
 
 
-def seed003_keras() -> Any:
-    """The post's Keras ResNet.buildNet / resblock, input (224, 224, 3)."""
+def seed003_keras(fixed: bool = False) -> Any:
+    """The post's Keras ResNet.buildNet / resblock, input (224, 224, 3). `fixed=True` applies
+    what the checker lists: BN + ReLU after the stem conv and the max-pool padded ('same'),
+    no ReLU closing the branch, BN instead of a ReLU on the projection."""
     _, keras = import_frameworks()
     L = keras.layers
 
@@ -147,15 +150,21 @@ def seed003_keras() -> Any:
         x = L.Activation("relu")(x)
         x = L.Conv2D(filters, kernel_size=3, strides=1, padding="same")(x)
         x = L.BatchNormalization()(x)
-        x = L.Activation("relu")(x)
+        if not fixed:
+            x = L.Activation("relu")(x)
         if downsample:
-            inputs = L.Conv2D(filters, kernel_size=1, strides=2, padding="same", activation="relu")(inputs)
+            if fixed:
+                inputs = L.BatchNormalization()(L.Conv2D(filters, kernel_size=1, strides=2, padding="same")(inputs))
+            else:
+                inputs = L.Conv2D(filters, kernel_size=1, strides=2, padding="same", activation="relu")(inputs)
         x = L.Add()([inputs, x])
         return L.Activation("relu")(x)
 
     inputs = keras.Input((224, 224, 3))
     x = L.Conv2D(64, kernel_size=7, strides=2, padding="same")(inputs)
-    x = L.MaxPooling2D(pool_size=(3, 3), strides=2)(x)
+    if fixed:
+        x = L.Activation("relu")(L.BatchNormalization()(x))
+    x = L.MaxPooling2D(pool_size=(3, 3), strides=2, padding="same" if fixed else "valid")(x)
     for k, blocks in enumerate([3, 4, 6, 3]):
         for idx in range(blocks):
             x = resblock(x, filters=64 * 2**k, downsample=idx == 0 and k != 0)
@@ -164,29 +173,36 @@ def seed003_keras() -> Any:
     return keras.Model(inputs, outputs)
 
 
-def seed003_torch() -> Any:
-    """The post's PyTorch ResBlock / ResNet (10 classes)."""
+def seed003_torch(fixed: bool = False) -> Any:
+    """The post's PyTorch ResBlock / ResNet (10 classes). `fixed=True` applies what the checker
+    lists: BN + ReLU after the stem conv and the max-pool padded by 1, BN before ReLU and no
+    ReLU closing the branch, BN instead of a ReLU on the projection, a ReLU after the addition."""
     torch, _ = import_frameworks()
     nn = torch.nn
+
+    def conv_bn_relu(cin: int, cout: int, stride: int, relu: bool = True) -> Any:
+        if not fixed:
+            return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1), nn.ReLU(),
+                                 nn.BatchNorm2d(cout))
+        layers = [nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, *([nn.ReLU()] if relu else []))
 
     class ResBlock(nn.Module):
         def __init__(self, input_channel: int, filters: int, downsample: bool = False) -> None:
             super().__init__()
             self.downsample = downsample
             stride = 2 if downsample else 1
-            self.layer1 = nn.Sequential(nn.Conv2d(input_channel, filters, kernel_size=3, stride=stride, padding=1),
-                                        nn.ReLU(), nn.BatchNorm2d(filters))
-            self.layer2 = nn.Sequential(nn.Conv2d(filters, filters, kernel_size=3, stride=1, padding=1),
-                                        nn.ReLU(), nn.BatchNorm2d(filters))
+            self.layer1 = conv_bn_relu(input_channel, filters, stride)
+            self.layer2 = conv_bn_relu(filters, filters, 1, relu=False)
             if downsample:
                 self.shortcut = nn.Sequential(nn.Conv2d(input_channel, filters, kernel_size=1, stride=2, padding=0),
-                                              nn.ReLU())
+                                              nn.BatchNorm2d(filters) if fixed else nn.ReLU())
 
         def forward(self, inputs: Any) -> Any:
             x = self.layer2(self.layer1(inputs))
             if self.downsample:
                 inputs = self.shortcut(inputs)
-            return torch.add(inputs, x)
+            return torch.relu(torch.add(inputs, x)) if fixed else torch.add(inputs, x)
 
     class ResNet(nn.Module):
         def __init__(self) -> None:
@@ -200,7 +216,9 @@ def seed003_torch() -> Any:
                 return nn.Sequential(*layers)
 
             self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
-            self.maxpool = nn.MaxPool2d(3, stride=2)
+            if fixed:
+                self.conv1 = nn.Sequential(self.conv1, nn.BatchNorm2d(64), nn.ReLU())
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1 if fixed else 0)
             self.conv2 = build_block(3, input_channel=64, filters=64, downsample=False)
             self.conv3 = build_block(4, input_channel=64, filters=128)
             self.conv4 = build_block(6, input_channel=128, filters=256)
@@ -269,12 +287,16 @@ SEEDS: dict[str, Seed] = {s.id: s for s in (
          "the post's own architecture is our preset tutorial_cifar_resnet18"),
     Seed("002", "ResNet网络结构分析", "", None, None, "theory only: the post has no model code"),
     Seed("003-keras", "Deep Residual Learning for Image Recognition (notes), Keras part", "keras", "resnet34",
-         seed003_keras),
+         seed003_keras, fixed=lambda: seed003_keras(fixed=True),
+         fix="BN + ReLU after the stem conv, the max-pool padded; no ReLU closing the branch; BN, not ReLU, on "
+             "the projection"),
     Seed("003-torch", "Deep Residual Learning for Image Recognition (notes), PyTorch part", "torch", "resnet34",
-         seed003_torch),
+         seed003_torch, fixed=lambda: seed003_torch(fixed=True),
+         fix="BN + ReLU after the stem conv, the max-pool padded; BN before ReLU and none closing the branch; BN, "
+             "not ReLU, on the projection; a ReLU after the addition"),
     Seed("004", "深度学习第6天:ResNet深度残差网络", "keras", "resnet18", seed004,
          "fixed with conv_shortcut on the strided blocks it is our preset tutorial_keras_resnet18",
-         fixed=lambda: seed004(conv_shortcut_where_needed=True)),
+         fixed=lambda: seed004(conv_shortcut_where_needed=True), fix="conv_shortcut on the three strided blocks"),
 )}
 
 
@@ -287,7 +309,8 @@ class Check:
     built: bool
     error: str | None
     findings: tuple[A.Finding, ...]
-    fixed: tuple[A.Finding, ...] | None = None  # seed 004 only: the findings once it builds
+    fixed: tuple[A.Finding, ...] | None = None  # the findings once the seed's fix is applied
+    ports: str | None = None  # the spec from_module / from_model read off the model, as it is or fixed
 
     @property
     def faithful(self) -> bool:
@@ -310,9 +333,37 @@ def check_seed(seed_id: str, reference: str | None = None) -> Check:
     try:
         model = seed.build()
     except ValueError as err:  # Keras's message for a graph that cannot be built
-        fixed = tuple(A.compare(architecture_of(seed.fixed()), ref)) if seed.fixed else None
-        return Check(seed, reference, False, " ".join(str(err).split())[:300], (), fixed)
-    return Check(seed, reference, True, None, tuple(A.compare(architecture_of(model), ref)))
+        fixed_model = seed.fixed() if seed.fixed else None
+        fixed = tuple(A.compare(architecture_of(fixed_model), ref)) if fixed_model is not None else None
+        return Check(seed, reference, False, " ".join(str(err).split())[:300], (), fixed,
+                     port(fixed_model, reference))
+    findings = tuple(A.compare(architecture_of(model), ref))
+    ported = port(model, reference)
+    if ported is None and seed.fixed is not None:  # the checker's findings fixed: then it ports
+        fixed_model = seed.fixed()
+        return Check(seed, reference, True, None, findings, tuple(A.compare(architecture_of(fixed_model), ref)),
+                     port(fixed_model, reference))
+    return Check(seed, reference, True, None, findings, None, ported)
+
+
+def port(model: Any, reference: str) -> str | None:
+    """What resnet_torch.from_module / resnet_keras.from_model read off `model`: a preset's name,
+    else `reference` with the fields that differ; None when no spec holds the model."""
+    if model is None:
+        return None
+    _, keras = import_frameworks()
+    if isinstance(model, keras.Model):
+        from resnet_keras import from_model as read
+    else:
+        from resnet_torch import from_module as read
+    try:
+        spec, _, _ = read(model)
+    except SpecError:
+        return None
+    if find_preset(spec):
+        return spec.name
+    diffs = spec.differences(get_spec(reference))
+    return f"{reference} + {len(diffs)} fields ({', '.join(f'{d.path}={d.mine!r}' for d in diffs)})"
 
 
 def get_seed(seed_id: str) -> Seed:
@@ -331,14 +382,18 @@ def format_check(check: Check) -> str:
         lines.append(f"  claims: {s.claims} ({get_spec(s.claims).name}, {s.framework})")
     if not check.built:
         lines.append(f"  {'fails to build: ' if s.build else ''}{check.error}")
-        if check.fixed is not None:
-            lines.append("  once it builds (conv_shortcut where the shape changes):")
-            lines += _format_findings(check.fixed, "    ")
-        return "\n".join(lines)
-    verdict = "faithful" if check.faithful else "NOT faithful"
-    lines.append(f"  verdict: {verdict} to {check.reference}")
-    lines += _format_findings(check.findings, "  ")
-    if s.note:
+    else:
+        verdict = "faithful" if check.faithful else "NOT faithful"
+        lines.append(f"  verdict: {verdict} to {check.reference}")
+        lines += _format_findings(check.findings, "  ")
+    if check.fixed is not None:
+        lines.append(f"  once fixed ({s.fix}):")
+        lines += _format_findings(check.fixed, "    ")
+    if check.ports:
+        lines.append(f"  ports{' once fixed' if check.fixed is not None else ''}: resnet_"
+                     f"{'keras.from_model' if s.framework == 'keras' else 'torch.from_module'} reads it as "
+                     f"{check.ports}")
+    if s.note and check.built:
         lines.append(f"  note: {s.note}")
     return "\n".join(lines)
 
