@@ -15,6 +15,7 @@ _PUBLIC = {
     "get_framework": "resnet_rosetta.frameworks",
     "framework_of": "resnet_rosetta.frameworks",
     "detect_format": "resnet_rosetta.interop.files",
+    "read_model": "resnet_rosetta.interop.files",
     "read_model_file": "resnet_rosetta.interop.files",
     "write_model_file": "resnet_rosetta.interop.files",
     "from_onnx": "resnet_rosetta.interop.onnx_import",
