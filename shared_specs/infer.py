@@ -17,7 +17,7 @@ from shared_specs.canonical import canonical_shapes
 from shared_specs.errors import SpecError
 from shared_specs.plan import IGNORED_SUFFIXES, Conv, make_plan
 from shared_specs.presets import find_preset
-from shared_specs.spec import AttentionSpec, ResNetSpec
+from shared_specs.spec import AttentionSpec, ResNetSpec, differences
 
 Shape = tuple[int, ...]
 
@@ -70,6 +70,7 @@ class _Facts:
     stages: tuple[tuple[_Block, ...], ...]
     num_classes: int | None
     biased_convs: frozenset[str]
+    head: dict[str, Any]  # HeadSpec fields of a fine-tuned classifier (fc.0, fc.3, ...); {} for torchvision's fc
 
 
 def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
@@ -90,9 +91,11 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     EvoNorm-S0; `tau`: FRN; weight and bias alone: GroupNorm), attention (`se.fc1`:
     squeeze-excitation, its (reduction, divisor) the first of timm's (1/16, 8),
     ResNet-RS's (1/4, 8), then (1/8, 8), (1/16, 1), (1/4, 1), (1/8, 1) that gives every
-    block's reduced width; `se.conv`: ECA), conv_bias (which convs carry `.bias`) and
-    num_classes (`fc.weight`; None without `fc`). Where two values give the same network
-    the first-listed wins: C over B when every block projects, "none" over "unnormalized"
+    block's reduced width; `se.conv`: ECA), conv_bias (which convs carry `.bias`),
+    num_classes (`fc.weight`, or the last Linear of a fine-tuned nn.Sequential `fc.0`,
+    `fc.3`, ...; None without `fc`) and that head's Linear and BatchNorm1d entries, and
+    catavgmax pooling where the first Linear takes twice the channels. Where two values
+    give the same network the first-listed wins: C over B when every block projects, "none" over "unnormalized"
     when every conv is followed by BatchNorm.
 
     Not in the weights, so taken from conventions, each overridable by a hint. For each
@@ -137,6 +140,12 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     pool, a norm other than BatchNorm,
     reduce_first, a 3x3 shortcut, mixed
     block types or pruned widths
+    *classifier*                               global average pooling (max and avgmax hold
+                                               no tensors); in a fine-tuned fc.N, entries
+                                               without tensors are a Dropout(0.5) before
+                                               the first layer, and after a Linear or
+                                               BatchNorm1d a ReLU (one entry) or ReLU,
+                                               Dropout(0.5) (two); no dropout outside it
     *always*                                   padding "symmetric", head_activation "none"
     =========================================  ============================================
 
@@ -152,7 +161,7 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     >>> spec = infer_spec({k: v.numpy() for k, v in torchvision_model.state_dict().items()})
     """
     shapes = _shapes(weights)
-    facts = _read_facts(shapes)
+    facts = _read_facts(shapes, head_hinted="layers" in _plain(hints.get("head", {}), "head"))
     data = _conventions(facts)
     _apply_hints(data, hints)
     if data["norm"].get("kind") in ("groupnorm", "evonorm_s0") and "norm" not in hints:
@@ -166,6 +175,39 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
     if "name" not in hints:
         spec = spec.replace(name=find_preset(spec) or "resnet")
     return spec
+
+
+# Fields infer_spec takes from conventions, not from the weights (its table).
+_ASSUMED = re.compile(r"stem\.(stride|padding|pool\w*)|stages\[\d+\]\.stride|bottleneck_stride|stride_position|padding"
+                      r"|batchnorm\.\w+|norm\.(groups|epsilon)|std_conv_epsilon|anti_alias|zero_init_last_bn"
+                      r"|head_activation|head\.dropout|head\.layers\[\d+\]\.rate|name")
+
+
+def inference_sources(spec: ResNetSpec, hints: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """A spec from `infer_spec` as `field=value` items: (read from the weights, assumed from
+    conventions); fields given as `hints` are in neither. Per-stage fields are gathered
+    (`stages[].stride=[1, 2, 2, 2]`), for people reading what a bare checkpoint turned into."""
+    read: dict[str, list[Any]] = {}
+    assumed: dict[str, list[Any]] = {}
+    given = set(hints or ())
+    for d in differences(spec.to_dict(), {}):  # every field's dotted path with its value, None left out
+        layer = re.fullmatch(r"head\.layers\[(\d+)\]\.bias", d.path)
+        if d.path.split(".")[0].split("[")[0] in given or d.path == "name" or (
+                d.path.startswith("norm.") and spec.norm.kind == "batchnorm" and d.path != "norm.kind") or (
+                layer and spec.head.layers[int(layer[1])].kind != "linear"):
+            continue  # given, or meaningless here
+        kind_free = re.fullmatch(r"head\.layers\[\d+\]\.kind", d.path) and d.mine in ("relu", "dropout")
+        if d.path == "head.pool":
+            guess = d.mine != "catavgmax"  # the one pooling the weights show: twice the channels
+        else:
+            guess = bool(_ASSUMED.fullmatch(d.path) or kind_free)
+        key = re.sub(r"^stages\[\d+\]", "stages[]", d.path)
+        (assumed if guess else read).setdefault(key, []).append(d.mine)
+    return [_item(k, v) for k, v in read.items()], [_item(k, v) for k, v in assumed.items()]
+
+
+def _item(path: str, values: list[Any]) -> str:
+    return f"{path}={values if path.startswith('stages[]') else values[0]!r}"
 
 
 # -- reading the weights --------------------------------------------------------
@@ -205,7 +247,7 @@ def _conv(shapes: dict[str, Shape], layer: str, why: str) -> Shape:
     return shape
 
 
-def _read_facts(shapes: dict[str, Shape]) -> _Facts:
+def _read_facts(shapes: dict[str, Shape], head_hinted: bool = False) -> _Facts:
     stem_widths, stem_kernel, in_channels = _read_stem(shapes)
     stages = _stage_indices(shapes)
     preactivation = "post_bn.weight" in shapes
@@ -223,14 +265,71 @@ def _read_facts(shapes: dict[str, Shape]) -> _Facts:
             channels = b.out_channels
             blocks.append(b)
         read.append(tuple(blocks))
-    fc = shapes.get("fc.weight")
-    if fc is not None and (len(fc) != 2 or fc[1] != channels):
-        raise SpecError(f"fc.weight has shape {fc}: a classifier over the last stage's {channels} channels "
-                        f"must be ({fc[0] if fc else '?'}, {channels})")
+    num_classes, head = _read_head(shapes, channels, head_hinted)
     biased = frozenset(n[: -len(".bias")] for n in shapes if n.endswith(".bias") and ".se." not in n
                        and len(shapes.get(n[: -len("bias")] + "weight", ())) == 4)  # SE's 1x1 convs always have one
     return _Facts(stem_widths, stem_kernel, "bn1.weight" in shapes, "maxpool.0.weight" in shapes, in_channels,
-                  preactivation, _read_norm(shapes), tuple(read), None if fc is None else fc[0], biased)
+                  preactivation, _read_norm(shapes), tuple(read), num_classes, biased, head)
+
+
+def _read_head(shapes: dict[str, Shape], channels: int, hinted: bool) -> tuple[int | None, dict[str, Any]]:
+    """num_classes and HeadSpec fields: torchvision's one Linear `fc`, or a fine-tuned
+    nn.Sequential whose Linear and BatchNorm1d entries hold tensors (`fc.0`, `fc.3`, ...).
+    Its entries without tensors are ReLU or Dropout by convention (see infer_spec), unless
+    the layers are `hinted`."""
+    indices = sorted({int(m[1]) for name in shapes if (m := re.match(r"fc\.(\d+)\.", name))})
+    if "fc.weight" in shapes and indices:
+        raise SpecError(f"fc.weight (one Linear) and fc.{indices[0]}.* (an nn.Sequential) cannot both be the "
+                        "classifier")
+    if "fc.weight" in shapes:
+        entries: list[tuple[str, dict[str, Any], Shape]] = [("fc", {}, shapes["fc.weight"])]
+    elif indices:
+        entries, gap = [], []
+        for i in range(indices[-1] + 1):
+            w = shapes.get(f"fc.{i}.weight")
+            if w is None:
+                gap.append(i)
+                continue
+            free = [{"kind": "relu"}] * len(gap) if hinted else _parameter_free(gap, bool(entries))
+            entries += [(f"fc.{j}", layer, ()) for j, layer in zip(gap, free)]
+            gap = []
+            if len(w) == 2:
+                entries.append((f"fc.{i}", {"kind": "linear", "features": w[0], "bias": f"fc.{i}.bias" in shapes}, w))
+            elif len(w) == 1 and f"fc.{i}.running_mean" in shapes:
+                entries.append((f"fc.{i}", {"kind": "batchnorm"}, w))
+            else:
+                raise SpecError(f"fc.{i}.weight has shape {w}: a classifier's nn.Sequential holds Linear (out, in) "
+                                "and BatchNorm1d layers")
+    else:
+        return None, {}
+    final_name, final, shape = entries[-1]
+    if final_name != "fc" and (final.get("kind") != "linear" or not final["bias"]):
+        raise SpecError(f"{final_name} is the last entry of the classifier's nn.Sequential; it must be the final "
+                        "Linear, with a bias")
+    first_name, _, first = next((e for e in entries if len(e[2]) == 2), entries[-1])
+    pools = {channels: "avg", 2 * channels: "catavgmax"}  # timm's catavgmax concatenates avg and max
+    if len(first) != 2 or first[1] not in pools:
+        raise SpecError(f"{first_name}.weight has shape {first}: a classifier over the last stage's {channels} "
+                        f"channels takes {channels} features ({2 * channels} after timm's catavgmax pooling)")
+    head: dict[str, Any] = {"pool": pools[first[1]]}
+    if final_name != "fc":
+        head.update(sequential=True, layers=[layer for _, layer, _ in entries[:-1]])
+    return shape[0], head
+
+
+def _parameter_free(gap: list[int], after_layer: bool) -> list[dict[str, Any]]:
+    """What the tensor-less entries `gap` of a classifier nn.Sequential are, by convention:
+    before its first layer a Dropout; after a Linear or BatchNorm1d a ReLU, or ReLU and
+    Dropout (the fine-tuning recipe Linear, ReLU, Dropout, Linear)."""
+    if not gap:
+        return []
+    known = {(False, 1): [{"kind": "dropout", "rate": 0.5}],
+             (True, 1): [{"kind": "relu"}], (True, 2): [{"kind": "relu"}, {"kind": "dropout", "rate": 0.5}]}
+    layers = known.get((after_layer, len(gap)))
+    if layers is None:
+        raise SpecError(f"fc.{gap[0]} ... fc.{gap[-1]} hold no tensors and no convention says which "
+                        "parameter-free layers they are: pass them as a hint, e.g. head={'layers': [...]}")
+    return layers
 
 
 def _read_norm(shapes: dict[str, Shape]) -> str:
@@ -396,6 +495,7 @@ def _conventions(f: _Facts) -> dict[str, Any]:
         "in_channels": f.in_channels,
         "num_classes": f.num_classes,
         "head_activation": "none",
+        "head": f.head,
     }
 
 
@@ -484,7 +584,7 @@ def _apply_hints(data: dict[str, Any], hints: dict[str, Any]) -> None:
     if unknown:
         raise SpecError(f"unknown hint(s) {unknown}: hints are ResNetSpec fields {sorted(known)}")
     for key, value in hints.items():
-        if key in ("stem", "batchnorm", "norm") or (key == "attention" and value is not None and data[key]):
+        if key in ("stem", "batchnorm", "norm", "head") or (key == "attention" and value is not None and data[key]):
             data[key] = {**data[key], **_plain(value, key)}
         elif key == "stages":
             if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(data["stages"]):

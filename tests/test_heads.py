@@ -71,3 +71,39 @@ def test_heads_compute_the_same_in_both_frameworks(head: dict) -> None:
     assert_f32_close(keras_forward(keras_model, x), torch_forward(torch_model, x), f"head {head}")
     exported = rk.export_weights(keras_model)
     assert exported.keys() == weights.keys() and all(np.array_equal(exported[k], weights[k]) for k in weights)
+
+
+# -- a bare checkpoint's head --------------------------------------------------------------------
+
+
+def test_infer_spec_reads_a_fine_tuned_head_from_its_tensors() -> None:
+    from shared_specs import infer_spec
+    from shared_specs.infer import inference_sources
+
+    spec = get_spec("resnet18", **SMALL, num_classes=5, head={
+        "pool": "catavgmax", "layers": [{"kind": "linear", "features": 24}, {"kind": "batchnorm"},
+                                        {"kind": "relu"}, {"kind": "dropout", "rate": 0.5}]})
+    weights = random_weights(spec)
+    assert [k for k in weights if k.startswith("fc")][-2:] == ["fc.4.weight", "fc.4.bias"]
+    inferred = infer_spec(weights)
+    assert inferred.head == spec.head and inferred.num_classes == 5  # fc.2, fc.3: ReLU, Dropout by convention
+    read, assumed = inference_sources(inferred)
+    assert "head.pool='catavgmax'" in read and "head.layers[1].kind='batchnorm'" in read
+    assert "head.layers[2].kind='relu'" in assumed and "stages[].stride=[1, 2]" in assumed
+    dropout_first = spec.replace(head={"pool": "avg", "layers": [{"kind": "dropout", "rate": 0.5}]})
+    assert infer_spec(random_weights(dropout_first)).head == dropout_first.head
+
+
+def test_infer_spec_refuses_a_head_it_cannot_read() -> None:
+    from shared_specs import infer_spec
+
+    spec = get_spec("resnet18", **SMALL, num_classes=5, head={
+        "layers": [{"kind": "linear", "features": 24}, {"kind": "relu"}, {"kind": "relu"}, {"kind": "dropout",
+                                                                                             "rate": 0.1}]})
+    weights = random_weights(spec)
+    with pytest.raises(SpecError, match=r"fc\.1 \.\.\. fc\.3 hold no tensors and no convention says which"):
+        infer_spec(weights)
+    assert infer_spec(weights, head={"layers": [layer.__dict__ for layer in spec.head.layers]}).head == spec.head
+    weights["fc.0.weight"] = np.zeros((24, 7), np.float32)
+    with pytest.raises(SpecError, match=r"fc\.0\.weight has shape \(24, 7\): a classifier over the last stage's 16"):
+        infer_spec(weights, head={"layers": []})
