@@ -4,6 +4,7 @@ from resnet_torch.build import ResNet, build
 from resnet_torch.ecosystem import from_timm, from_torchvision, to_timm, to_torchvision
 from resnet_torch.onnx import export_onnx
 from resnet_torch.reading import from_module
+from resnet_torch.transformers import from_transformers, to_transformers
 from resnet_torch.weights import export_weights, import_weights, load_model, load_weights, save_weights
 
 __all__ = [
@@ -14,10 +15,12 @@ __all__ = [
     "from_module",
     "from_timm",
     "from_torchvision",
+    "from_transformers",
     "import_weights",
     "load_model",
     "load_weights",
     "save_weights",
     "to_timm",
     "to_torchvision",
+    "to_transformers",
 ]
