@@ -93,6 +93,8 @@ class Framework:
     padding_idiom: str  # a "same-size" conv: the spec's `padding`
     pool_pad_idiom: str  # what the max-pool pads with: the spec's `stem.pool_pad_value`
     default_bn_epsilon: float  # the BatchNorm layer's default epsilon
+    default_gn_epsilon: float  # the GroupNorm layer's default epsilon
+    default_frn_epsilon: float  # the ecosystem's FRN layer's default (timm; TF Addons for Keras)
 
     def __init__(self, device: str | None = None) -> None:
         self.device = device  # torch only: where `build` puts the model
@@ -156,6 +158,7 @@ class Framework:
 class TorchFramework(Framework):
     name, label = "torch", "PyTorch"
     padding_idiom, pool_pad_idiom, default_bn_epsilon = "symmetric", "-inf", 1e-5
+    default_gn_epsilon, default_frn_epsilon = 1e-5, 1e-5  # nn.GroupNorm; timm's FilterResponseNormTlu2d
 
     def _placed(self, model: Any) -> Any:
         model.eval()
@@ -185,6 +188,7 @@ class TorchFramework(Framework):
 class KerasFramework(Framework):
     name, label = "keras", "Keras"
     padding_idiom, pool_pad_idiom, default_bn_epsilon = "same", "zero", 1e-3
+    default_gn_epsilon, default_frn_epsilon = 1e-3, 1e-6  # GroupNormalization; tfa FilterResponseNormalization
 
     def _import(self) -> None:
         import_frameworks()  # torch, and triton, before TensorFlow (trap 21)

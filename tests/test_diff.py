@@ -128,3 +128,79 @@ def test_cli_diff_against_a_naive_port(tmp_path, capsys):
     code = main(["diff", str(path), "--naive", "bn-epsilon"])
     out = capsys.readouterr().out
     assert code == 1 and "naive port into keras (bn-epsilon)" in out and "first divergence beyond 0.0001: bn1" in out
+
+
+# -- timm's layers -------------------------------------------------------------------------------
+
+from shared_specs.tolerances import F32_PARITY  # noqa: E402
+
+FAMILY_STAGES = [{"depth": 1, "width": 16, "stride": 1}, {"depth": 1, "width": 32, "stride": 2}]
+TINY = get_spec("resnet18", stem={"widths": [16]}, stages=FAMILY_STAGES)
+FAMILY_DIFF = {  # every new op kind: SE, GroupNorm, standardised convs, BlurPool; ECA, EvoNorm-S0, FRN, avg pools
+    "se_gn_std_blur": TINY.replace(attention={"kind": "se"}, norm={"kind": "groupnorm", "groups": 8},
+                                   std_conv_epsilon=1e-8, anti_alias="blur"),
+    "eca_evonorm_v2": get_spec("resnetv2_50d_evos", stages=FAMILY_STAGES, stem={"widths": [16, 16, 32]},
+                               norm={"groups": 8}),
+    "frn_avg_aa": TINY.replace(norm={"kind": "frn"}, anti_alias="avg", attention={"kind": "eca"}),
+}
+
+
+def family_models(spec, **keras_overrides):
+    weights = random_weights(spec, seed=2)
+    torch_model = rt.build(spec)
+    rt.import_weights(torch_model, weights)
+    keras_model = rk.build(spec.replace(**keras_overrides))
+    rk.import_weights(keras_model, weights)
+    return torch_model, keras_model, weights
+
+
+@pytest.mark.keras_backend
+@pytest.mark.parametrize("name", FAMILY_DIFF)
+def test_a_faithful_port_of_timm_layers_agrees_at_every_layer(name):
+    from resnet_rosetta.interop.layer_outputs import probe_names
+
+    torch_model, keras_model, _ = family_models(FAMILY_DIFF[name])
+    report = diff(torch_model, keras_model, input_hw=(32, 32))  # a multiple of the total stride: 'avg' pools
+    assert report.first_divergence is None and report.causes == [] and report.notes == []
+    assert [r.name for r in report.rows] == probe_names(torch_model.spec)  # every op, read in both frameworks
+    assert max(r.max_rel for r in report.rows) < F32_PARITY
+
+
+@pytest.mark.parametrize(("change", "first", "cause"), [
+    # standardised 7x7x3 stem kernels (147 unit-variance taps) give bn1 inputs of variance ~147: 1e-2 barely moves it
+    ({"norm": {"epsilon": 1e-2}}, "layer1.0.bn1", "trap 24"),
+    ({"norm": {"groups": 4}}, "bn1", "traps 23, 25"),
+    ({"attention": {"kind": "eca"}}, "layer1.0.se", "trap 29"),
+    ({"std_conv_epsilon": None}, "conv1", "trap 30"),
+    ({"anti_alias": "none"}, "layer1.0.conv1", "trap 27"),  # the stem pool strides by itself; maxpool.* differ
+])
+def test_spec_differences_of_timm_layers_are_named(change, first, cause):
+    spec = FAMILY_DIFF["se_gn_std_blur"]
+    weights = random_weights(spec, seed=2)
+    source = rt.build(spec)
+    rt.import_weights(source, weights)
+    other = spec.replace(**change)
+    target = rk.build(other)
+    ours = random_weights(other, seed=2)
+    rk.import_weights(target, {k: weights[k] if k in weights and weights[k].shape == v.shape else v
+                               for k, v in ours.items()})
+    report = diff(source, target, input_hw=(32, 32))
+    assert report.first_divergence == first
+    assert any(cause in c for c in report.causes), report.causes
+
+
+@pytest.mark.parametrize(("spec", "trap", "framework", "first", "cause"), [
+    (TINY.replace(norm={"kind": "groupnorm", "groups": 8}), "groupnorm-as-batchnorm", "keras", "bn1", "trap 23"),
+    (TINY.replace(norm={"kind": "groupnorm", "groups": 8}), "gn-epsilon", "keras", "bn1", "trap 24"),
+    (TINY.replace(anti_alias="blur"), "no-anti-alias", "keras", "layer1.0.conv1", "trap 27"),
+    (TINY.replace(std_conv_epsilon=1e-8), "std-conv-forgotten", "torch", "conv1", "trap 30"),
+])
+def test_naive_ports_of_timm_layers_are_diagnosed_where_they_bite(spec, trap, framework, first, cause):
+    from resnet_rosetta.teaching.naive import naive_port
+
+    weights = random_weights(spec, seed=4)
+    source = rt.build(spec) if framework == "keras" else rk.build(spec)
+    (rt if framework == "keras" else rk).import_weights(source, weights)
+    report = diff(source, naive_port(spec, weights, trap, framework), input_hw=(32, 32))
+    assert report.first_divergence == first
+    assert any(cause in c for c in report.causes), report.causes

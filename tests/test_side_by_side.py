@@ -122,3 +122,55 @@ def test_side_by_side_and_source_commands(capsys: pytest.CaptureFixture[str], tm
     assert "def basic_block(x, width, stride, name):" in target.read_text()
     assert main(["source", "nonet", "--framework", "torch"]) == 2
     assert "unknown preset 'nonet'" in capsys.readouterr().err
+
+
+# -- timm's layers -------------------------------------------------------------------------------
+
+FAMILY_STAGES = [{"depth": 1, "width": 16, "stride": 1}, {"depth": 1, "width": 32, "stride": 2}]
+FAMILY_SPECS = {
+    "se_gn_std_blur": get_spec("resnet18", stem={"widths": [16]}, stages=FAMILY_STAGES, attention={"kind": "se"},
+                               norm={"kind": "groupnorm", "groups": 8}, std_conv_epsilon=1e-8, anti_alias="blur"),
+    "eca_evonorm_v2": get_spec("resnetv2_50d_evos", stages=FAMILY_STAGES, stem={"widths": [16, 16, 32]},
+                               norm={"groups": 8}, attention=None),
+    "frn_avg_eca": get_spec("resnet50", stages=FAMILY_STAGES, norm={"kind": "frn"}, anti_alias="avg",
+                            attention={"kind": "eca"}),
+}
+FAMILY_CLASS = {**KERAS_CLASS, "StdConv2d": "StandardizedConv2D", "GroupNorm": "TwoPassGroupNormalization",
+                "SqueezeExcite": "SqueezeExcite", "EfficientChannelAttention": "EfficientChannelAttention",
+                "BlurPool2d": "BlurPool2D", "EvoNorm2dS0": "EvoNormS0", "FilterResponseNorm2d": "FilterResponseNorm",
+                "Identity": None}
+
+
+@pytest.mark.parametrize("name", FAMILY_SPECS)
+@pytest.mark.keras_backend
+def test_side_by_side_shows_timm_layers(name: str) -> None:
+    spec = FAMILY_SPECS[name]
+    rows = side_by_side(spec, (64, 64))
+    assert {op.name for op in make_plan(spec).ops()} <= {r.canonical for r in rows}
+    for row in rows[1:]:
+        if row.torch_class in ("Sequential", "ResNet") or FAMILY_CLASS.get(row.torch_class, "") is None:
+            continue
+        assert row.keras_layers, row
+        layer_name, layer_class = row.keras_layers[-1]
+        parent = row.canonical.rpartition(".")[0].replace(".", "_")
+        if layer_name.startswith(parent + "."):  # a module inside an op: SE's fc1 / fc2, ECA's Conv1d kernel
+            assert (row.torch_class, layer_class.split(" ")[0]) in (("Conv2d", "Conv2D"), ("Conv1d", "variable")), row
+            assert row.keras_shape is None
+            continue
+        assert layer_class == FAMILY_CLASS[row.torch_class], row
+
+
+def test_source_refuses_specs_it_cannot_write_naming_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    expected = {"se_gn_std_blur": "attention.kind='se', anti_alias='blur', norm.kind='groupnorm', "
+                                  "std_conv_epsilon=1e-08",
+                "eca_evonorm_v2": "norm.kind='evonorm_s0'",
+                "frn_avg_eca": "attention.kind='eca', anti_alias='avg', norm.kind='frn'"}
+    for name, spec in FAMILY_SPECS.items():
+        for framework in ("torch", "keras"):
+            with pytest.raises(SpecError, match=f"source generation does not cover {re.escape(expected[name])} "):
+                resnet_source(spec, framework)
+    assert main(["source", "resnetrs50", "--framework", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "attention.kind='se', stem.pool='conv'" in err and len(err.strip().splitlines()) == 1

@@ -241,3 +241,109 @@ def test_explain_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Trap 2: dense kernel layout" in out and "First layer where the mistake bites: fc" in out
     assert main(["explain", "22"]) == 2
     assert "no trap 22" in capsys.readouterr().err
+
+
+# -- timm's layers (traps 23-30) ---------------------------------------------------------------
+
+from resnet_rosetta.teaching import traps_families as fam  # noqa: E402
+
+# Only trap 24 depends on the Keras backend (its ops.moments); the others' naive formulas are PyTorch's, and
+# our Keras port of every family is held to parity on each backend by tests/test_timm_families.py.
+FAMILY_STAGES = [{"depth": 1, "width": 16, "stride": 1}, {"depth": 1, "width": 32, "stride": 2}]
+TINY = get_spec("resnet18", stem={"widths": [16]}, stages=FAMILY_STAGES)
+TINY_GN = TINY.replace(norm={"kind": "groupnorm", "groups": 8})
+# timm's ResNetV2-50-D layout (pre-activation, deep stem, avg-pool shortcut), two small stages
+SMALL_V2D = get_spec("resnetv2_50d_evos", stages=FAMILY_STAGES, stem={"widths": [16, 16, 32]}, norm={"groups": 8})
+SMALL_BIT = get_spec("resnetv2_50x1_bit", stages=FAMILY_STAGES, stem={"widths": [16]}, norm={"groups": 8})
+
+
+def test_groupnorm_has_no_running_statistics_and_a_batchnorm_port_bites_at_once() -> None:
+    m = fam.groupnorm_statistics(TINY_GN, 32)
+    v = m.values
+    # the same arithmetic in both modes: no statistics to switch between
+    assert max(v["gn_modes_torch"], v["gn_modes_keras"], v["gn_modes_keras_frozen"]) < 1e-6
+    assert v["bn_modes_torch"] > WRONG  # batch statistics of 2 random images against random running ones
+    assert m.first_bite == "bn1" and v["naive_rel"] > WRONG
+    assert v["ours_rel"] < F32_RTOL
+
+
+@pytest.mark.keras_backend
+def test_groupnorm_epsilon_and_keras_variance() -> None:
+    m = fam.groupnorm_numerics(TINY_GN, 32)
+    v = m.values
+    assert m.first_bite == "bn1" and F32_RTOL < v["naive_rel"] < 0.1  # subtle, as BatchNorm's epsilon (trap 6)
+    assert v["ours_rel"] < F32_RTOL
+    assert max(v["single_ours"]) < F32_RTOL and max(v["single_torch"]) < 1e-5
+    if BACKEND == "torch":  # E[x^2] - E[x]^2 at a mean 100x the spread: 1e4 * 2^-24 of the variance is lost
+        assert v["single_keras"][-1] > 1e-4 > 10 * v["single_ours"][-1]
+
+
+def test_evonorm_group_variance_is_biased_and_contiguous() -> None:
+    m = fam.evonorm(SMALL_V2D.replace(norm={"kind": "evonorm_s0"}), 32)
+    v = m.values
+    # conv1.1: 16 channels in 8 groups at 16x16, n = 2 * 256; the last one 128 channels at 4x4 (512 at 2x2)
+    assert (v["first"], v["n_first"]) == ("conv1.1", 512)
+    # unbiased shrinks x / std by 1 - 1/(2n) = 1e-3 at the first EvoNorm, more where n is small
+    assert m.first_bite == "conv1.1" and v["unbiased_rel"] > 1e-3
+    assert v["interleaved_bite"] == "conv1.1" and v["interleaved_rel"] > WRONG  # other channels in each group
+    assert v["ours_rel"] < F32_RTOL
+
+
+def test_frn_is_a_mean_square_and_its_epsilon_matters_only_for_quiet_channels() -> None:
+    m = fam.frn(SMALL_V2D.replace(norm={"kind": "frn"}), 32)
+    v = m.values
+    assert m.first_bite == "conv1.1" and v["instance_rel"] > WRONG
+    # random weights keep every channel's mean square near 1, where 1e-6 vs 1e-5 scales by 1 + 4.5e-6
+    assert v["epsilon_rel"] < F32_RTOL and v["ours_rel"] < F32_RTOL
+    assert [round(r, 3) for _, r in v["epsilon_ratios"]] == [1.0, 1.044, 1.348]  # m = 1, 1e-4, 1e-5
+
+
+def test_blurpool_pads_by_reflection() -> None:
+    m = fam.blurpool(TINY.replace(anti_alias="blur"), 32)
+    v = m.values
+    # the stem's max-pool runs at stride 1, then maxpool.1 blurs with stride 2: the first reflect padding
+    assert m.first_bite == "maxpool.1" and v["zeros_rel"] > WRONG
+    assert v["same_bite"] == "maxpool.1" and v["same_rel"] > WRONG
+    # without anti-aliasing the stem pool strides by itself: the first layer both ports share is layer1.0.conv1
+    assert v["plain_bite"] == "layer1.0.conv1" and v["plain_rel"] > WRONG
+    assert v["ours_rel"] < F32_RTOL
+
+
+def test_se_width_rounding_is_a_loud_mistake() -> None:
+    v = fam.se_width("seresnet18").values
+    # timm's make_divisible(C / 16, 8) against C // 16: only C = 64 (layer1, two blocks) differs
+    assert v["widths"] == [(64, 8, 4), (128, 8, 8), (256, 16, 16), (512, 32, 32)]
+    assert (v["layers"], v["differ"], v["loads"]) == (8, 2, False)
+    assert v["params"] - v["naive_params"] == 2 * (2 * 64 * (8 - 4) + 8 - 4)  # fc1 and fc2 weights and biases
+
+
+def test_eca_conv1d_layout_cannot_go_wrong_silently() -> None:
+    m = fam.eca_conv1d(TINY.replace(attention={"kind": "eca"}), 32)
+    v = m.values
+    assert v["kernel_size"] == 3 and v["eca_layouts_agree"]  # (1, 1, k): every transpose is the same array
+    assert v["general_t_rel"] < 1e-5 and v["general_reshape_rel"] > WRONG  # w.T is Conv1d's transpose
+    assert v["view_error"] == "ValueError" and v["ours_rel"] < F32_RTOL
+
+
+def test_weight_standardisation_forgotten_or_unbiased() -> None:
+    m = fam.std_conv(SMALL_BIT, 32)
+    v = m.values
+    assert m.first_bite == "conv1" and v["forgotten_rel"] > WRONG
+    # w.std() divides by n - 1: the stem's 3 x 7 x 7 kernels shrink by 1/(2 * 147) = 3.4e-3
+    assert v["stem_fan_in"] == 147 and v["unbiased_bite"] == "conv1" and v["unbiased_rel"] > F32_RTOL
+    assert v["default_eps_rel"] < 1e-3 and v["ours_rel"] < F32_RTOL  # 1e-6 vs 1e-8 next to variances ~2/fan_in
+
+
+def test_naive_ports_of_timm_layers() -> None:
+    assert naive.naive_spec(TINY_GN, "gn-epsilon").norm.epsilon == 1e-3  # keras.layers.GroupNormalization
+    assert naive.naive_spec(TINY_GN, "gn-epsilon", framework="torch").norm.epsilon == 1e-5
+    frn = SMALL_V2D.replace(norm={"kind": "frn"})
+    assert naive.naive_spec(frn, "frn-epsilon").norm.epsilon == 1e-6  # TF Addons' FilterResponseNormalization
+    as_bn = naive.naive_weights(TINY_GN, random_weights(TINY_GN), "groupnorm-as-batchnorm")
+    assert naive.naive_spec(TINY_GN, "groupnorm-as-batchnorm").norm.kind == "batchnorm"
+    assert np.array_equal(as_bn["bn1.running_var"], np.ones(16)) and not as_bn["bn1.running_mean"].any()
+    assert naive.naive_spec(SMALL_BIT, "std-conv-forgotten").std_conv_epsilon is None
+    with pytest.raises(SpecError, match="trap 'gn-epsilon' needs GroupNorm layers; resnet18 has none"):
+        naive.naive_spec(TINY, "gn-epsilon")
+    with pytest.raises(SpecError, match="needs anti-aliasing"):
+        naive.naive_spec(TINY, "no-anti-alias")

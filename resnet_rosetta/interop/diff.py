@@ -147,17 +147,31 @@ def likely_causes(a: Side, b: Side, op: P.Op | str, out_a: Mapping[str, np.ndarr
                        ("bottleneck_stride", "bottleneck stride on the 3x3 (torchvision v1.5) vs the first 1x1 "
                                              "(keras.applications v1): same tensors, different network (trap 19)"),
                        ("stride_position", "strided block first (v1) vs last (keras.applications V2) in a stage "
-                                           "(trap 20)")):
+                                           "(trap 20)"),
+                       ("norm.kind", "another kind of norm layer (BatchNorm, GroupNorm, EvoNorm-S0, FRN): a GroupNorm "
+                                     "has no running statistics and normalises each example alone (trap 23)"),
+                       ("norm.groups", "norm groups differ: GroupNorm and EvoNorm-S0 statistics span other channels "
+                                       "(traps 23, 25)"),
+                       ("norm.epsilon", "norm epsilon differs (GroupNorm: PyTorch 1e-5, Keras 1e-3, trap 24; FRN: "
+                                        "timm 1e-5, TF Addons 1e-6, trap 26)"),
+                       ("attention", "channel attention differs: SE hidden width rounding (int(C/16) vs timm's "
+                                     "make_divisible, trap 28), SE vs ECA, or ECA's kernel size (trap 29)"),
+                       ("anti_alias", "anti-aliasing differs: BlurPool (reflect-padded binomial filter), 2x2 average "
+                                      "pool or a plain strided conv (trap 27)"),
+                       ("std_conv_epsilon", "weight standardisation differs (BiT's StdConv2d): forgotten, or another "
+                                            "epsilon (timm 1e-6 by default, 1e-8 in its BiT models; trap 30)")):
         if any(d == path or d.startswith(path + ".") for d in spec_diff):
             causes.append(trap)
     if "batchnorm.running_stats_decay" in spec_diff:
         causes.append("BatchNorm momentum convention differs (torch 0.1 == Keras 0.9; trap 7): changes training only")
-    named = ("padding", "batchnorm", "stem.pool_pad_value", "bottleneck_stride", "stride_position", "name")
+    named = ("padding", "batchnorm", "stem.pool_pad_value", "bottleneck_stride", "stride_position", "name", "norm",
+             "attention", "anti_alias", "std_conv_epsilon")
     others = [d for d in spec_diff if not d.startswith(named)]
     if others:
         causes.append(f"the two specs differ in {others}")
     name = op if isinstance(op, str) else op.name
-    for suffix in ("weight", "running_var", "running_mean", "bias"):
+    for suffix in ("weight", "running_var", "running_mean", "bias", "v", "tau", "fc1.weight", "fc2.weight",
+                   "conv.weight"):
         key = f"{name}.{suffix}"
         if key in a.weights and key in b.weights:
             found = _tensor_relation(a.weights[key], b.weights[key], suffix)

@@ -61,6 +61,8 @@ class NaiveTrap:
     spec_change: Callable[[ResNetSpec, Framework], ResNetSpec] | None = None
     conv_mistake: WeightMistake | None = None
     dense_mistake: WeightMistake | None = None
+    # canonical weights the naive spec needs and the source has not (a BatchNorm's fresh statistics)
+    weights_change: Callable[[ResNetSpec, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 def _padding(spec: ResNetSpec, target: Framework) -> ResNetSpec:
@@ -98,6 +100,47 @@ def _stride_position(spec: ResNetSpec, target: Framework) -> ResNetSpec:
     return spec.replace(stride_position="first" if spec.stride_position == "last" else "last")
 
 
+def _needs(spec: ResNetSpec, trap: str, what: str, present: bool) -> None:
+    if not present:
+        raise SpecError(f"trap {trap!r} needs {what}; {spec.name} has none")
+
+
+def _groupnorm_as_batchnorm(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    _needs(spec, "groupnorm-as-batchnorm", "GroupNorm layers", spec.norm.kind == "groupnorm")
+    return spec.replace(norm={"kind": "batchnorm"}, batchnorm={"epsilon": spec.norm.epsilon})
+
+
+def _fresh_statistics(spec: ResNetSpec, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # a BatchNorm layer as built: running mean 0 and variance 1, since the GroupNorm had none to copy
+    for op in make_plan(spec).ops():
+        if isinstance(op, P.BatchNorm) and f"{op.name}.running_mean" not in weights:
+            weights[f"{op.name}.running_mean"] = np.zeros(op.channels, np.float32)
+            weights[f"{op.name}.running_var"] = np.ones(op.channels, np.float32)
+    return weights
+
+
+def _gn_epsilon(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    # framework defaults: keras.layers.GroupNormalization 1e-3, torch.nn.GroupNorm 1e-5
+    _needs(spec, "gn-epsilon", "GroupNorm layers", spec.norm.kind == "groupnorm")
+    return spec.replace(norm={"epsilon": target.default_gn_epsilon})
+
+
+def _frn_epsilon(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    # ecosystem defaults: TF Addons' FilterResponseNormalization 1e-6 (the paper's), timm's FRN 1e-5
+    _needs(spec, "frn-epsilon", "FRN layers", spec.norm.kind == "frn")
+    return spec.replace(norm={"epsilon": target.default_frn_epsilon})
+
+
+def _no_anti_alias(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    _needs(spec, "no-anti-alias", "anti-aliasing", spec.anti_alias != "none")
+    return spec.replace(anti_alias="none")
+
+
+def _std_conv_forgotten(spec: ResNetSpec, target: Framework) -> ResNetSpec:
+    _needs(spec, "std-conv-forgotten", "weight-standardised convs", spec.std_conv_epsilon is not None)
+    return spec.replace(std_conv_epsilon=None)
+
+
 NAIVE: dict[str, NaiveTrap] = {t.name: t for t in (
     NaiveTrap("kernel-reshape", 1, "conv kernels reshaped into the target layout instead of transposed",
               conv_mistake=_conv_reshaped),
@@ -117,6 +160,17 @@ NAIVE: dict[str, NaiveTrap] = {t.name: t for t in (
               "framework's does (torchvision: 3x3, keras.applications: first 1x1)", spec_change=_bottleneck_stride),
     NaiveTrap("v2-stride-first", 20, "a ResNet V2 assumed to stride in the first block of a stage, as v1 does",
               spec_change=_stride_position),
+    NaiveTrap("groupnorm-as-batchnorm", 23, "GroupNorm ported as BatchNorm: weight and bias copied, running "
+              "statistics left as built (mean 0, variance 1)", spec_change=_groupnorm_as_batchnorm,
+              weights_change=_fresh_statistics),
+    NaiveTrap("gn-epsilon", 24, "GroupNorm keeps the target framework's default epsilon (Keras 1e-3, PyTorch 1e-5)",
+              spec_change=_gn_epsilon),
+    NaiveTrap("frn-epsilon", 26, "FRN keeps the target ecosystem's default epsilon (TF Addons 1e-6, timm 1e-5)",
+              spec_change=_frn_epsilon),
+    NaiveTrap("no-anti-alias", 27, "anti-aliasing left out: the stride goes back into the conv (or pool)",
+              spec_change=_no_anti_alias),
+    NaiveTrap("std-conv-forgotten", 30, "weight-standardised convs (BiT) ported as plain convs",
+              spec_change=_std_conv_forgotten),
 )}
 
 
@@ -145,6 +199,8 @@ def naive_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], trap: str
         if mistake is not None:
             key = f"{op.name}.weight"
             out[key] = np.ascontiguousarray(mistake(np.asarray(weights[key]), target))
+    if t.weights_change is not None:
+        out = t.weights_change(naive_spec(spec, trap, framework), out)
     return out
 
 

@@ -66,10 +66,29 @@ def side_by_side(spec: ResNetSpec, input_hw: tuple[int, int]) -> list[Row]:
         base = name.replace(".", "_")
         # a block meets the Add layer where its branches merge; an op meets its layer and any padding before it
         names = [base + "_add"] if name in blocks else [n for n in (base + "_pad", base) if n in by_name]
+        if not names:  # a module inside an op (SE's fc1): a sub-layer or a variable of the op's Keras layer
+            inner = _inside(by_name, name)
+            if inner:
+                rows.append(Row(name, type(module).__name__, torch_shapes[name], inner, None))
+                continue
         rows.append(Row(name, type(module).__name__, torch_shapes[name],
                         tuple((n, type(by_name[n]).__name__) for n in names),
                         keras_shapes[names[-1]] if names else None))
     return rows
+
+
+def _inside(by_name: dict[str, Any], name: str) -> tuple[tuple[str, str], ...]:
+    """What carries the PyTorch module `name` inside its parent op's Keras layer: a sub-layer
+    of the same local name (SqueezeExcite's fc1, fc2), or else the layer's own weights (ECA's
+    Conv1d is one (k, 1, 1) kernel of EfficientChannelAttention). Empty if the parent has no layer."""
+    parent, _, local = name.rpartition(".")
+    holder = by_name.get(parent.replace(".", "_"))
+    if holder is None:
+        return ()
+    sub = getattr(holder, local, None)
+    if hasattr(sub, "weights") and hasattr(sub, "name"):  # a Keras layer
+        return ((f"{holder.name}.{local}", type(sub).__name__),)
+    return tuple((f"{holder.name}.{w.name}", "variable " + "x".join(map(str, w.shape))) for w in holder.weights)
 
 
 def format_rows(rows: list[Row]) -> list[tuple[str, ...]]:

@@ -1,4 +1,5 @@
-"""The 21 places where the same ResNet silently differs between PyTorch and Keras, measured.
+"""The places where the same ResNet silently differs between PyTorch and Keras, measured: the
+21 of the project's reference table (1-21), and those timm's layers bring (23-30).
 
 Each trap pairs a measurement (run now, on a real network with random weights and
 random BatchNorm statistics) with what goes wrong if it is ignored and how
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_rosetta.frameworks import import_frameworks
+from resnet_rosetta.teaching import traps_families as fam
 from resnet_rosetta.teaching import traps_numerics as num
 from resnet_rosetta.teaching import traps_porting as port
 from resnet_rosetta.teaching import traps_training as train
@@ -164,6 +166,79 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          "`resnet_rosetta/frameworks.py` import_frameworks() imports triton first; the CLI, the tests "
          "(`tests/conftest.py`) and every module needing both go through it",
          num.import_order, lambda m: f"exit {m.values['tensorflow_first']} vs {m.values['import_frameworks']}"),
+    # 22 is the reference table's float32 batch variance on Keras's torch backend (docs/training.md)
+    Trap(23, "GroupNorm has no running statistics",
+         "nn.GroupNorm: each example's own group statistics in train() and eval() alike; weight and bias only",
+         "GroupNormalization: the same for training=True and False (and trainable=False); gamma and beta only",
+         "ported as BatchNorm it needs running statistics no checkpoint has: with the fresh ones (mean 0, "
+         "variance 1) every layer is off by order 1",
+         "spec field `norm` (NormSpec: kind 'groupnorm', groups, epsilon); the plan's GroupNorm op owns weight and "
+         "bias only (`shared_specs/plan.py`); `resnet_rosetta/teaching/naive.py` 'groupnorm-as-batchnorm' makes the "
+         "mistake on demand",
+         fam.groupnorm_statistics, _rel("naive_rel", "of the output scale (GroupNorm ported as BatchNorm)")),
+    Trap(24, "GroupNorm epsilon and variance", "nn.GroupNorm(eps=1e-5); two-pass variance, (x - mean) * rstd",
+         "GroupNormalization(epsilon=1e-3); ops.moments (E[x^2] - E[x]^2 on the torch backend), then "
+         "x * rstd - mean * rstd",
+         "the default epsilon moves every GroupNorm a little (as trap 6); on Keras's torch backend groups whose "
+         "mean dwarfs their spread, as in a pre-activation residual stream, lose digits",
+         "spec field `norm.epsilon`, passed to both builders; `resnet_keras/layers.py` TwoPassGroupNormalization "
+         "computes as torch.nn.GroupNorm does on every backend",
+         fam.groupnorm_numerics,
+         lambda m: f"{g(m.values['naive_rel'])} of the output scale (Keras's default epsilon); one layer at a group "
+         f"mean 100x its spread: {g(m.values['single_keras'][-1])} (Keras's own) vs {g(m.values['single_ours'][-1])}",
+         backend_specific=True),
+    Trap(25, "EvoNorm-S0 group statistics",
+         "timm's EvoNorm2dS0: x * sigmoid(v x) / group_std(x), var(unbiased=False) over contiguous channel groups",
+         "no built-in layer; the paper's TF code: tf.nn.moments (biased) over groups reshaped (..., G, C/G)",
+         "torch's x.var() / x.std() default to the unbiased n - 1: x / std off by sqrt(n / (n - 1)) per layer; a "
+         "channels-last reshape to (..., C/G, G) groups every G-th channel instead",
+         "`resnet_torch/layers.py` EvoNorm2dS0 (correction=0) and `resnet_keras/layers.py` EvoNormS0 "
+         "(keras.ops.var is biased; groups reshaped (..., G, C/G)); spec field `norm` (kind 'evonorm_s0')",
+         fam.evonorm, _rel("unbiased_rel", "of the output scale (group variance unbiased)")),
+    Trap(26, "FRN: a mean square, not a variance",
+         "timm's FilterResponseNormTlu2d: x * rsqrt(mean(x^2) + eps), eps 1e-5, then max(., tau)",
+         "no built-in layer; TF Addons' FilterResponseNormalization: epsilon 1e-6 (the paper's)",
+         "written as instance normalisation (mean subtracted) it is another function; the other ecosystem's epsilon "
+         "rescales near-silent channels",
+         "`resnet_torch/layers.py` FilterResponseNorm2d and `resnet_keras/layers.py` FilterResponseNorm; spec field "
+         "`norm.epsilon` (timm's presets: 1e-5); naive port 'frn-epsilon'",
+         fam.frn, _rel("instance_rel", "of the output scale (FRN as instance normalisation)")),
+    Trap(27, "BlurPool's reflect padding",
+         "timm's BlurPool2d: F.pad(mode='reflect') by 1, then the [1, 2, 1] x [1, 2, 1] / 16 filter per channel",
+         "no built-in layer: a DepthwiseConv2D pads with zeros ('same': (0, 1) for stride 2 on even sizes)",
+         "zeros take a quarter of the filter's weight away at every border; without the blur the stride goes back "
+         "into the conv",
+         "spec field `anti_alias` ('blur' | 'avg'); `resnet_keras/layers.py` BlurPool2D (keras.ops.pad "
+         "mode='reflect' + depthwise_conv); naive port 'no-anti-alias'",
+         fam.blurpool, _rel("zeros_rel", "of the output scale (zero padding)")),
+    Trap(28, "SE hidden width rounding",
+         "timm's SEModule: make_divisible(C / 16, 8): the nearest multiple of 8, at least 8",
+         "no built-in layer; the SENet paper's code and most hand-written ports: C // 16",
+         "another hidden width wherever C / 16 is not a multiple of 8 (C = 64: 8 vs 4): the weights fail to load "
+         "(loud); trained from scratch, it is another network",
+         "spec field `attention` (AttentionSpec: reduction, divisor; se_width is timm's make_divisible); "
+         "`shared_specs/canonical.py` check_weights names every mis-shaped tensor",
+         fam.se_width, lambda m: f"{m.values['differ']} of {m.values['layers']} SE layers get another width; "
+         f"timm's weights {'load' if m.values['loads'] else 'fail to load'}"),
+    Trap(29, "ECA's Conv1d layout",
+         "Conv1d weight (out, in, k) = (1, 1, k), over the channel means viewed (N, 1, C)",
+         "Conv1D kernel (k, in, out) = (k, 1, 1), over (N, C, 1): the channels as steps",
+         "nothing silent: every transpose or reshape of a (1, 1, k) kernel is the same array; the means laid out "
+         "as PyTorch's (N, 1, C) make Keras's Conv1D expect a (k, C, 1) kernel, and the assignment fails",
+         "`shared_specs/layout.py` conv1d_to_keras (2, 1, 0) in `resnet_keras/weights.py` RULES; "
+         "`resnet_keras/layers.py` EfficientChannelAttention convolves (N, C, 1)",
+         fam.eca_conv1d, lambda m: ("every layout of (1, 1, k) agrees" if m.values["eca_layouts_agree"]
+                                    else "layouts differ")
+         + f"; a reshaped general Conv1d: {g(m.values['general_reshape_rel'])}"),
+    Trap(30, "weight standardisation (BiT)",
+         "timm's StdConv2d: (w - mean) / sqrt(var + eps) per output channel, biased variance, eps 1e-6 (1e-8 in its "
+         "BiT models)",
+         "no built-in layer; BiT's TF code: tf.nn.moments (biased), eps 1e-10",
+         "forgotten, every conv sees a raw kernel (order-1 errors); w.std() is unbiased; implementations disagree "
+         "on epsilon",
+         "spec field `std_conv_epsilon`; `resnet_torch/layers.py` StdConv2d and `resnet_keras/layers.py` "
+         "StandardizedConv2D (biased variance in both); naive port 'std-conv-forgotten'",
+         fam.std_conv, _rel("forgotten_rel", "of the output scale (standardisation forgotten)")),
 )}
 
 
@@ -172,7 +247,18 @@ def get_trap(number: int) -> Trap:
     try:
         return TRAPS[number]
     except KeyError:
-        raise SpecError(f"no trap {number}; traps are numbered 1-{len(TRAPS)}") from None
+        raise SpecError(f"no trap {number}; the traps are {numbering()}") from None
+
+
+def numbering() -> str:
+    """The trap numbers as ranges: '1-21, 23-30'."""
+    ranges: list[list[int]] = []
+    for n in sorted(TRAPS):
+        if ranges and ranges[-1][-1] == n - 1:
+            ranges[-1].append(n)
+        else:
+            ranges.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in ranges)
 
 
 def measure(numbers: Sequence[int] | None = None) -> dict[int, Measured]:
