@@ -40,9 +40,10 @@ KERAS_APPLICATIONS = {"resnet50_v1": "ResNet50", "resnet101_v1": "ResNet101", "r
                       "resnet50_v2": "ResNet50V2", "resnet101_v2": "ResNet101V2", "resnet152_v2": "ResNet152V2"}
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """fn(*args) and its wall time (arguments, not closures: each loop iteration times its own objects)."""
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     return out, time.perf_counter() - start
 
 
@@ -88,14 +89,14 @@ def bench_torch(presets: list[str], args: argparse.Namespace, torch: Any) -> lis
     device = torch.device(args.device)
     rows = []
     for preset in presets:
-        ours_model, t_build = timed(lambda: rt.build(preset))
-        ref_model, t_ref = timed(lambda: getattr(torchvision.models, preset)(weights=None))
+        ours_model, t_build = timed(rt.build, preset)
+        ref_model, t_ref = timed(lambda name: getattr(torchvision.models, name)(weights=None), preset)
         # the same weights in both: torchvision's state_dict is a canonical checkpoint
-        weights, t_export = timed(lambda: {k: v.numpy() for k, v in ref_model.state_dict().items()})
-        _, t_import = timed(lambda: rt.import_weights(ours_model, weights))
+        weights, t_export = timed(lambda model: {k: v.numpy() for k, v in model.state_dict().items()}, ref_model)
+        _, t_import = timed(rt.import_weights, ours_model, weights)
         x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
 
-        def forward(model: Any) -> Callable[[], Any]:
+        def forward(model: Any, x: Any) -> Callable[[], Any]:
             model.eval().to(device)
 
             def call() -> Any:
@@ -107,7 +108,7 @@ def bench_torch(presets: list[str], args: argparse.Namespace, torch: Any) -> lis
 
             return call
 
-        a, b, f_a, f_b = compare(forward(ours_model), forward(ref_model), args.warmup, args.repeat)
+        a, b, f_a, f_b = compare(forward(ours_model, x), forward(ref_model, x), args.warmup, args.repeat)
         port = f"{t_export * 1e3:.0f} + {t_import * 1e3:.0f}"
         rows.append(row(preset, f"torchvision.models.{preset}", (t_build, t_ref), (f_a, f_b), (a, b), args.batch, port))
         print(" | ".join(rows[-1]), flush=True)
@@ -123,20 +124,20 @@ def bench_keras(presets: list[str], args: argparse.Namespace, keras: Any) -> lis
     for preset in presets:
         spec = get_spec(preset)
         with keras.device(keras_device):
-            ours_model, t_build = timed(lambda: rk.build(spec))
+            ours_model, t_build = timed(rk.build, spec)
             app = KERAS_APPLICATIONS[preset]
-            ref_model, t_ref = timed(lambda: getattr(keras.applications, app)(
-                weights=None, input_shape=(args.size, args.size, 3)))
+            ref_model, t_ref = timed(lambda name: getattr(keras.applications, name)(
+                weights=None, input_shape=(args.size, args.size, 3)), app)
             # Random weights on both sides: timing does not depend on their values (no adapter from
             # keras.applications' layer names to canonical ones exists yet). Porting is timed on ours.
-            weights, t_export = timed(lambda: rk.export_weights(ours_model))
-            _, t_import = timed(lambda: rk.import_weights(ours_model, weights))
+            weights, t_export = timed(rk.export_weights, ours_model)
+            _, t_import = timed(rk.import_weights, ours_model, weights)
             x = np.random.default_rng(0).normal(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
 
-            def forward(model: Any) -> Callable[[], Any]:
+            def forward(model: Any, x: np.ndarray) -> Callable[[], Any]:
                 return lambda: model.predict_on_batch(x)  # returns numpy: the device has finished
 
-            a, b, f_a, f_b = compare(forward(ours_model), forward(ref_model), args.warmup, args.repeat)
+            a, b, f_a, f_b = compare(forward(ours_model, x), forward(ref_model, x), args.warmup, args.repeat)
         port = f"{t_export * 1e3:.0f} + {t_import * 1e3:.0f}"
         rows.append(row(preset, f"keras.applications.{app}", (t_build, t_ref), (f_a, f_b), (a, b), args.batch, port))
         print(" | ".join(rows[-1]), flush=True)
@@ -176,18 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     sections = [f"# Forward speed, {args.device}, Keras backend {backend}", "", f"`{command}`", "",
                 f"batch {args.batch}, {args.size}x{args.size}, float32, eval mode; median of {args.repeat} "
                 f"interleaved (ABBA) calls after {args.warmup} warm-up calls. torch {torch.__version__} "
-                f"({torch_threads} threads), torchvision, Keras {keras.__version__}; {platform.processor() or platform.machine()}, "
+                f"({torch_threads} threads), torchvision, Keras {keras.__version__}; "
+                f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPUs (shared with other jobs: absolute times are noisy, the ratio ours/ref "
                 "is what to read; `spread` is (max - min) / median of the noisier side). Port: weights "
-                "to canonical numpy + import into ours (PyTorch: from torchvision's state_dict; Keras: from our own model)."]
+                "to canonical numpy + import into ours (PyTorch: from torchvision's state_dict; Keras: from our "
+                "own model)."]
     if "torch" in frameworks:
         chosen = [p for p in presets if p in TORCHVISION]
         sections += ["", "## PyTorch: resnet_torch.build vs torchvision (same weights)", "",
-                     table(bench_torch(chosen, args, torch)) if chosen else "(no preset with a torchvision counterpart)"]
+                     table(bench_torch(chosen, args, torch)) if chosen
+                     else "(no preset with a torchvision counterpart)"]
     if "keras" in frameworks:
         chosen = [p for p in presets if p in KERAS_APPLICATIONS]
         sections += ["", f"## Keras ({backend}): resnet_keras.build vs keras.applications (random weights)", "",
-                     table(bench_keras(chosen, args, keras)) if chosen else "(no preset with a keras.applications counterpart)"]
+                     table(bench_keras(chosen, args, keras)) if chosen
+                     else "(no preset with a keras.applications counterpart)"]
     text = "\n".join(sections) + "\n"
     print("\n" + text)
     out = args.out or ROOT / "benchmarks" / "results" / f"{args.device}-{backend}.md"
