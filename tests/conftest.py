@@ -1,5 +1,14 @@
 """Test session set-up: one Keras backend per process (KERAS_BACKEND, default
-tensorflow), and torch/keras imported in the order that avoids trap 21."""
+tensorflow), and torch/keras imported in the order that avoids trap 21.
+
+Markers (see also pyproject.toml):
+- keras_backend: the test's outcome depends on the Keras backend; `make test` runs the
+  whole suite on TensorFlow, then only these tests on JAX and on torch.
+- only_on(*backends): a fact about those backends alone (float64 end to end on
+  TensorFlow, a limit of the torch backend's tracer); deselected, not skipped, in a
+  process running another backend, so that a skip in the report always means
+  something is missing.
+"""
 
 import os
 
@@ -10,5 +19,20 @@ from resnet_rosetta.frameworks import import_frameworks  # noqa: E402
 import_frameworks()
 
 
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    config.addinivalue_line("markers", "only_on(*backends): runs only under these Keras backends, deselected elsewhere")
+
+
 def pytest_report_header(config):  # type: ignore[no-untyped-def]
     return f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    backend = os.environ["KERAS_BACKEND"]
+    keep, drop = [], []
+    for item in items:
+        marks = list(item.iter_markers("only_on"))
+        (keep if all(backend in mark.args for mark in marks) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -1,26 +1,39 @@
-"""Shared test helpers: random canonical weights, forward passes, tolerances."""
+"""Shared test helpers: random canonical weights, forward passes, tolerances, a per-worker
+cache of Keras models, and the presets each Keras backend's run of the suite covers.
+
+Import it as `support` (pytest puts tests/ on sys.path), never as `tests.support`: a
+second name would load a second copy, with its own cache.
+"""
 
 from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
 
 import keras
 import numpy as np
 import torch
 
-from shared_specs import ResNetSpec
+import resnet_keras as rk
+from shared_specs import ResNetSpec, count_flops, count_params, get_spec, list_presets
 from shared_specs.synthetic import random_weights  # noqa: F401  (re-exported for the tests)
 
 BACKEND = keras.backend.backend()
 
-# float32 parity bound, used by every cross-framework comparison: conv accumulation
-# order differs between ATen and oneDNN/XLA, giving ~5e-6 relative error on CPU
-# (trap 15); 1e-4 leaves 20x margin yet catches any layout or padding bug (those
-# give errors of order 1). The atol is relative to the output scale so that
-# near-zero logits do not fail on absolute noise.
+# float32 parity bound, used by every cross-framework comparison of one forward pass (the
+# derivation: shared_specs/tolerances.py, F32_PARITY). Each float32 sum of n products rounds
+# by ~sqrt(n) * 2^-24 of their magnitude in whatever order ATen, oneDNN, XLA or MLAS and the
+# CPU's SIMD width choose; through ~50 such layers correct builds land 1e-6 to 1e-5 of the
+# output scale apart on any CPU, while a layout, padding, epsilon or stride bug moves outputs
+# by 1e-3 to order 1. The atol is relative to the output scale so that near-zero logits are
+# judged by the tensor's scale, not elementwise.
 F32_RTOL = 1e-4
 F32_ATOL_SCALE = 1e-4
 
 
-def random_input(spec: ResNetSpec, hw: tuple[int, int], batch: int = 2, seed: int = 1, dtype: type = np.float32) -> np.ndarray:
+def random_input(spec: ResNetSpec, hw: tuple[int, int], batch: int = 2, seed: int = 1,
+                 dtype: type = np.float32) -> np.ndarray:
     """NCHW input (PyTorch layout); `nhwc` converts it for Keras."""
     return np.random.default_rng(seed).normal(size=(batch, spec.in_channels, *hw)).astype(dtype)
 
@@ -89,7 +102,8 @@ def keras_gradients(model: keras.Model, x: np.ndarray, upstream: np.ndarray, tra
             out, _ = model.stateless_call(tv, frozen, xv, training=training)
             return (out * up).sum()
 
-        gx, gtv = jax.grad(loss_fn, argnums=(0, 1))(xk, trainable)
+        # compiled once: op-by-op differentiation of a ResNet is ~3x slower on CPU
+        gx, gtv = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))(xk, trainable)
         grads = [gx, *[gtv[index[id(v)]] for v in variables]]
     else:  # torch backend
         xv = torch.tensor(xk, requires_grad=True)
@@ -99,3 +113,157 @@ def keras_gradients(model: keras.Model, x: np.ndarray, upstream: np.ndarray, tra
         grads = [xv.grad, *[v.value.grad for v in variables]]
     arrays = [keras.ops.convert_to_numpy(g) for g in grads]
     return nchw(arrays[0]), {n: back(g) for (n, _, back), g in zip(rows, arrays[1:])}
+
+
+# -- float32 training runs --------------------------------------------------------------
+
+EPS32 = 2.0**-24  # float32 unit roundoff: one rounding moves a value by at most this much of itself
+
+# A float32 training run differs from its float64 twin (the truth: float64 rounding is 2^29
+# times finer) only by float32 rounding, amplified by the training dynamics: every step feeds
+# the last step's rounding back through the same exact computation. How much a given
+# training amplifies is a property of that training, not of the CPU. A second float32 run of
+# it (another framework, N data-parallel processes) rounds in another order but by the same
+# kind of amount: sums of n terms, each ~sqrt(n) * EPS32 of their magnitude, in blocks set by
+# the kernels and the SIMD width. So it lies c * D from the truth, where D is the reference
+# float32 run's own distance and c the ratio of the two implementations' rounding sizes, and
+# the two runs are at most (1 + c) * D apart. c is 1-3 for the same ATen kernels split over
+# processes and up to ~10 for oneDNN's convolutions against ATen's (12 seeds, trap 15's 7x);
+# a SIMD width from 4 (SSE) to 16 (AVX-512) lanes regroups the sums by at most that factor
+# again. F32_RUN_FACTOR = 50 holds c up to 49, and stays 100x below what a wrong rule does
+# (coupled vs decoupled weight decay, unsynchronised BatchNorm: >= 1e-2 of a tensor's scale,
+# against D ~ 1e-6). Because D is measured in the same process, on the same CPU, the bound
+# moves with the machine's rounding instead of being copied from one machine.
+F32_RUN_FACTOR = 50
+# Two float32 values of one quantity may differ by one unit in the last place each even
+# when the computations agree (2 ulp = 4 * EPS32 of the scale): the bound never goes below.
+F32_RUN_FLOOR = 4 * EPS32
+
+
+def state_distance(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], scale: Mapping[str, np.ndarray]
+                   ) -> dict[str, float]:
+    """Per tensor: max |a - b| relative to max |scale[name]|. Each tensor is judged against
+    its own scale, never elementwise: a near-zero element carries its tensor's absolute noise."""
+    assert a.keys() == b.keys() == scale.keys(), sorted(set(a) ^ set(b) | set(a) ^ set(scale))
+    out = {}
+    for name in scale:
+        size = float(np.abs(scale[name]).max())
+        assert size > 0, f"{name} is zero in the truth: no scale to judge it by"
+        out[name] = float(np.abs(np.asarray(a[name], np.float64) - np.asarray(b[name], np.float64)).max()) / size
+    return out
+
+
+def assert_float32_run_close(test: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                             truth: Mapping[str, np.ndarray], what: str) -> None:
+    """`test` and `reference`: the final state (weights, buffers) of two float32 runs of one
+    training; `truth`: the same training in float64. See F32_RUN_FACTOR."""
+    rounding = max(state_distance(reference, truth, truth).values())  # D: the reference's own distance
+    apart = state_distance(test, reference, truth)
+    bound = F32_RUN_FACTOR * rounding + F32_RUN_FLOOR
+    worst = sorted(apart.items(), key=lambda kv: -kv[1])[:3]
+    assert max(apart.values()) <= bound, (f"{what}: float32 runs {worst} of a tensor's scale apart; bound "
+                                          f"{F32_RUN_FACTOR} x {rounding:.2g} (the reference's distance from "
+                                          f"float64) + {F32_RUN_FLOOR:.2g}")
+
+
+def assert_float32_losses_close(test: np.ndarray, reference: np.ndarray, truth: np.ndarray, what: str) -> None:
+    """Per-step losses of two float32 runs against the float64 run's: step s is held to
+    F32_RUN_FACTOR times the largest distance of the reference from the truth at any step
+    up to s (rounding accumulates; a single step's distance may happen to be near zero)."""
+    test, reference, truth = (np.asarray(v, np.float64) for v in (test, reference, truth))
+    envelope = np.maximum.accumulate(np.abs(reference - truth))
+    bound = F32_RUN_FACTOR * envelope + F32_RUN_FLOOR * np.abs(truth)
+    for step in np.flatnonzero(np.abs(test - reference) > bound):
+        raise AssertionError(f"{what}: step {step}: loss {test[step]!r} vs {reference[step]!r} (float64 "
+                             f"{truth[step]!r}): apart by more than {bound[step]:.2g}")
+
+
+def build_in_dtype(build, dtype):  # type: ignore[no-untyped-def]
+    """`build` (rt.build or rk.build) building in `dtype` whatever it is asked: monkeypatched
+    in, it runs code that has no dtype option (`train`, the CLI) in float64."""
+
+    def build_dtype(spec, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return build(spec, *args, **{**kwargs, "dtype": dtype})
+
+    return build_dtype
+
+
+# -- Keras models, built once per worker ----------------------------------------------------
+
+# Keras builds dominate many tests' time (a functional graph of up to ~1000 layers); a test
+# that needs a spec's model takes it from here and imports its own weights. Bounded by the
+# parameters held, so that the largest presets do not pile up in a worker's memory.
+_KERAS_MODELS: OrderedDict[tuple[str, str], keras.Model] = OrderedDict()
+_KERAS_CACHE_PARAMS = 150_000_000
+
+
+def keras_model(spec: ResNetSpec | str, weights: Mapping[str, np.ndarray] | None, dtype: str = "float32"
+                ) -> keras.Model:
+    """rk.build(spec, dtype=dtype) from this worker's cache, with `weights` imported.
+
+    Import writes every variable the model has (checked when it is built: kernels, biases,
+    BatchNorm statistics), so what an earlier test left in a cached model cannot leak into
+    the next one. `weights=None` only for tests that read the structure alone (shapes,
+    layer types). A test that changes anything else (compiles, freezes layers) builds its own.
+    """
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    key = (json.dumps(spec.to_dict(), sort_keys=True), dtype)
+    model = _KERAS_MODELS.pop(key, None)
+    if model is None:
+        from resnet_keras.weights import canonical_variables
+
+        model = rk.build(spec, dtype=dtype)
+        assert len(list(canonical_variables(model))) == len(model.weights), "a variable import would not reset"
+    _KERAS_MODELS[key] = model  # most recently used last
+    held = sum(count_params(ResNetSpec.from_dict(json.loads(k))).total for k, _ in _KERAS_MODELS)
+    while held > _KERAS_CACHE_PARAMS and len(_KERAS_MODELS) > 1:
+        (oldest, _), _ = _KERAS_MODELS.popitem(last=False)
+        held -= count_params(ResNetSpec.from_dict(json.loads(oldest))).total
+    if weights is not None:
+        rk.import_weights(model, weights)
+    return model
+
+
+# -- which presets each Keras backend runs ------------------------------------------------
+
+def architecture_kind(spec: ResNetSpec) -> str:
+    """Everything in a spec that decides which layers and code paths a network uses, with
+    what only repeats or widens them left out (stage depths and widths, width_per_group,
+    classes, input channels): presets of one kind run the same builder code."""
+    d = spec.to_dict()
+    for field in ("name", "num_classes", "in_channels", "width_per_group"):
+        d.pop(field)
+    d["stages"] = [s["stride"] for s in d["stages"]]
+    d["groups"] = d["groups"] > 1
+    return json.dumps(d, sort_keys=True)
+
+
+def hand_registered_presets() -> list[str]:
+    """Every preset but the 87 that timm's table (shared_specs.presets_timm) adds: the tests
+    that take presets one by one at full size run these. Building all of timm's at full size
+    (up to 936M parameters) would take hours on CPU; tests/test_timm_families.py checks every
+    one of them (counts, specs read off timm's models) and each family at reduced depth."""
+    from shared_specs.presets_timm import TABLE_PRESETS
+
+    return [n for n in list_presets() if n not in TABLE_PRESETS]
+
+
+def representative_presets() -> list[str]:
+    """The cheapest hand-registered preset of each architecture kind (basic, bottleneck, v1 and
+    v2 layouts, grouped, CIFAR option A, deep stem, 'same' padding, ... and every kind added later)."""
+    kinds: dict[str, str] = {}
+    for name in hand_registered_presets():
+        spec = get_spec(name)
+        kind = architecture_kind(spec)
+        best = kinds.get(kind)
+        if best is None or (count_flops(spec, (64, 64)), count_params(spec).total) < (
+                count_flops(get_spec(best), (64, 64)), count_params(get_spec(best)).total):
+            kinds[kind] = name
+    return sorted(kinds.values())
+
+
+def presets_for_this_backend() -> list[str]:
+    """Every hand-registered preset on TensorFlow (the full run of `make test`); a representative
+    of each kind on JAX and torch, whose runs add what differs per backend (Keras's kernels and
+    its type promotion), not per preset."""
+    return hand_registered_presets() if BACKEND == "tensorflow" else representative_presets()
