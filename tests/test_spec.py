@@ -18,19 +18,31 @@ from shared_specs import (
     resolve_spec,
 )
 
-EXPECTED_PRESETS = {
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "resnet50_v1", "resnet101_v1", "resnet152_v1",
-    "resnet50_v2", "resnet101_v2", "resnet152_v2", "cifar_resnet20", "cifar_resnet32", "cifar_resnet44",
-    "cifar_resnet56", "cifar_resnet110", "cifar_resnet1202", "tutorial_cifar_resnet18", "tutorial_keras_resnet18",
+# Every preset registered by hand, family by family (README's table); the table-driven families
+# add theirs (shared_specs.presets_timm, presets_keras_hub). A preset that appears or vanishes
+# without this list, or a table named here, changing fails test_registry_holds_exactly_the_presets_listed.
+HAND_REGISTERED = {
+    "torchvision": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                    "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"],
+    "keras.applications": ["resnet50_v1", "resnet101_v1", "resnet152_v1", "resnet50_v2", "resnet101_v2",
+                           "resnet152_v2"],
+    "CIFAR (He et al. 2015)": ["cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56",
+                               "cifar_resnet110", "cifar_resnet1202"],
+    "timm D": ["resnet18d", "resnet34d", "resnet50d", "resnet101d"],
+    "tutorials": ["tutorial_cifar_resnet18", "tutorial_keras_resnet18"],
 }
 
 
-def test_registry_holds_every_preset_the_issue_names():
-    assert EXPECTED_PRESETS <= set(list_presets())
+def test_registry_holds_exactly_the_presets_listed():
+    from shared_specs import presets_keras_hub, presets_timm
+
+    listed = [name for names in HAND_REGISTERED.values() for name in names]
+    listed += [*presets_timm.TABLE_PRESETS, *presets_keras_hub.TABLE]
+    assert len(set(listed)) == len(listed)
+    assert sorted(list_presets()) == sorted(listed)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_PRESETS))
+@pytest.mark.parametrize("name", list_presets())
 def test_preset_json_round_trip_is_lossless(name):
     spec = get_spec(name)
     assert spec.name == name
@@ -40,7 +52,12 @@ def test_preset_json_round_trip_is_lossless(name):
 
 
 def test_list_presets_filters_with_shell_patterns():
-    assert list_presets("resnet5*") == ["resnet50", "resnet50_v1", "resnet50_v2", "resnet50d"]
+    import fnmatch
+
+    found = list_presets("resnet5*")
+    assert found == [n for n in list_presets() if fnmatch.fnmatchcase(n, "resnet5*")]  # registry order
+    assert {"resnet50", "resnet50_v1", "resnet50_v2", "resnet50d"} <= set(found)
+    assert not any(n.startswith("resnet1") for n in found)
     assert list_presets("nothing*") == []
 
 
@@ -76,7 +93,8 @@ def test_resolve_spec_accepts_spec_or_name_only():
     ("changes", "message"),
     [
         ({"groups": 32, "width_per_group": 4, "block": "basic"}, "groups and width_per_group apply to bottleneck"),
-        ({"stages": [{"depth": 3, "width": 64}, {"depth": 0, "width": 128}]}, r"stages\[1\]\.depth must be >= 1, got 0"),
+        ({"stages": [{"depth": 3, "width": 64}, {"depth": 0, "width": 128}]},
+         r"stages\[1\]\.depth must be >= 1, got 0"),
         ({"stages": []}, "stages must hold at least one stage"),
         ({"width_per_group": 4, "stages": [{"depth": 1, "width": 10}]},
          r"stages\[0\].width=10 times width_per_group=4 must be a multiple of 64"),

@@ -25,10 +25,9 @@ import torch
 import torchvision
 from torch import nn
 
-import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import ResNetSpec, SpecError, WeightsError, canonical_shapes, count_params, get_spec
-from support import assert_f32_close, keras_forward, random_input, torch_forward
+from support import assert_f32_close, keras_forward, keras_model, presets_for_this_backend, random_input, torch_forward
 
 ODD, SQUARE = (33, 47), (64, 64)
 
@@ -124,7 +123,10 @@ def test_torchvision_both_ways(name: str) -> None:
     assert sum(p.numel() for p in model.parameters()) == count_params(spec).trainable
     back = rt.to_torchvision(spec, weights)
     assert type(back) is torchvision.models.ResNet and not back.training
-    assert_same_function(model, [ours(spec, weights), back], sizes_for(name), spec)
+    ours_model = ours(spec, weights)  # our build's state_dict is torchvision's, key for key
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in ours_model.state_dict().items()} == shapes
+    assert_same_function(model, [ours_model, back], sizes_for(name), spec)
     from_state, same = rt.from_torchvision(model.state_dict())  # a bare state_dict: infer_spec
     assert from_state == spec and same.keys() == weights.keys()
 
@@ -254,7 +256,7 @@ def test_from_timm_refuses_what_the_spec_cannot_say() -> None:
     cases = [
         (dict(model_name="resnet18", drop_path_rate=0.1), "layer1.1.drop_path is a DropPath"),
         (dict(model_name="resnet18", drop_rate=0.2), "drop_rate=0.2"),
-        (dict(model_name="seresnet18"), "layer1.0.se is a SEModule"),
+        (dict(model_name="resnet18", block_args=dict(attn_layer="ese")), "layer1.0.se is a EffectiveSEModule"),
         (dict(model_name="resnet18", act_layer="silu"), "act1 is a SiLU"),
         (dict(model_name="resnet50", output_stride=16), r"layer4.1.conv2 has .*dilation=\(2, 2\)"),
         (dict(model_name="resnet18", num_classes=0), r"neither avg-pool \+ Linear nor absent"),
@@ -269,7 +271,7 @@ def test_from_timm_refuses_what_the_spec_cannot_say() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (get_spec("resnet50_v2"), "preactivation=True (timm: False)"),
+        (get_spec("resnet50_v2"), "stride_position='last' (timm: 'first')"),
         (get_spec("resnet18", shortcut="C"), "shortcut='C' (timm: 'B')"),
         (get_spec("resnet18d", stem={"widths": [16, 32, 48]}), "stem.widths=[16, 32, 48] (timm: [64])"),
         (get_spec("resnet18", stem={"widths": [32]}), "stem.widths=[32] (timm: [64])"),
@@ -287,18 +289,17 @@ def test_to_timm_names_what_it_cannot_express(spec: ResNetSpec, message: str) ->
 
 
 @pytest.mark.keras_backend
-@pytest.mark.parametrize("name", ["resnet18d", "resnet34d", "resnet50d",
-                                  pytest.param("resnet101d", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [n for n in ("resnet18d", "resnet34d", "resnet50d", "resnet101d")
+                                  if n in presets_for_this_backend()])  # basic and bottleneck D on JAX, torch
 def test_timm_d_models_on_keras(name: str) -> None:
     # The deep stem and the avg-pool shortcut (ceil mode, padding left out of the mean)
     # are new to the Keras builder; 33x47 makes every avg-pool shortcut see an odd size
     # (9x12 -> 5x6 -> 3x3 after the stem), 64x64 only even ones.
     model = anchor(lambda: timm.create_model(name, pretrained=False), seed=6)
     spec, weights = rt.from_timm(model)
-    keras_model = rk.build(spec)
-    rk.import_weights(keras_model, weights)
+    k_model = keras_model(spec, weights)
     for hw in sizes_for(name):  # the odd size is the one that matters; each new shape costs a JAX compile
         x = random_input(spec, hw)
         # the float32 bound (support.F32_RTOL): conv accumulation order differs between ATen and oneDNN/XLA
         what = f"{name} on {keras.backend.backend()} at {hw}"
-        assert_f32_close(keras_forward(keras_model, x), torch_forward(model, x), what)
+        assert_f32_close(keras_forward(k_model, x), torch_forward(model, x), what)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from resnet_rosetta.table import format_table
-from shared_specs import count_flops, count_params, get_spec, layer_table, list_presets, make_plan, preset_doc
+from shared_specs import (
+    count_flops,
+    count_params,
+    get_spec,
+    layer_table,
+    list_presets,
+    make_plan,
+    preset_doc,
+    preset_family,
+)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("list", help="list the presets with parameters, GMACs and source")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet5*'")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (exact counts, unrounded GMACs)")
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("show", help="per-layer table of a preset: canonical name, torch and Keras layer, shape, cost")
@@ -19,22 +30,39 @@ def register(sub: Any) -> None:
     p.add_argument("--input", type=parse_hw, default=None, metavar="H,W",
                    help="input size (default 224,224; 32,32 for CIFAR nets)")
     p.add_argument("--spec", action="store_true", help="print the spec as JSON instead")
+    p.add_argument("--json", action="store_true", help="print the table and totals as JSON")
     p.set_defaults(func=run_show)
 
 
 def default_input(name: str) -> tuple[int, int]:
+    """The input a preset's network was made for: 32x32 for the CIFAR nets (no stem max-pool,
+    tutorial_cifar_resnet18's 3x3/3 stem included), else ImageNet's 224x224."""
     spec = get_spec(name)
-    return (32, 32) if spec.stem.pool == "none" and spec.stem.stride < 3 else (224, 224)
+    return (32, 32) if spec.stem.pool == "none" else (224, 224)
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = []
+    found = []
     for name in list_presets(args.pattern):
         spec = get_spec(name)
         hw = default_input(name)
-        rows.append((name, f"{count_params(spec).trainable:,}", f"{count_flops(spec, hw) / 1e9:.2f}",
-                     f"{hw[0]}x{hw[1]}", preset_doc(name)))
-    print(format_table(("preset", "params", "GMACs", "input", "source"), rows, right=(1, 2)))
+        params = count_params(spec)
+        found.append({"name": name, "family": preset_family(name), "params": params.trainable,
+                      "buffers": params.buffers, "macs": count_flops(spec, hw), "input": list(hw),
+                      "source": preset_doc(name)})
+    families = list(dict.fromkeys(r["family"] for r in found))  # in registration order
+    found.sort(key=lambda r: families.index(r["family"]))  # stable: registration order within a family
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    rows = [(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e9:.2f}", "x".join(map(str, r["input"])), r["source"])
+            for r in found]
+    header, rule, *lines = format_table(("preset", "params", "GMACs", "input", "source"), rows,
+                                        right=(1, 2)).splitlines()
+    print(header, rule, sep="\n")
+    for family in families:  # one heading line per family, then its rows, all in one set of columns
+        group = [line for line, r in zip(lines, found) if r["family"] == family]
+        print(f"== {family} ({len(group)})", *group, sep="\n")
     return 0
 
 
@@ -59,16 +87,23 @@ def run_show(args: argparse.Namespace) -> int:
     from resnet_torch.layers import make_layer
 
     ops = {op.name: op for op in make_plan(spec).ops()}
-    rows = []
+    layers = []
     for row in layer_table(spec, hw):
         op = ops[row.name]
-        keras_layers = " + ".join(type(layer).__name__ for layer in make_layers(op))
-        rows.append((row.name, type(make_layer(op)).__name__, f"{keras_name(row.name)} ({keras_layers})",
-                     "x".join(map(str, row.output_shape)), f"{row.params:,}", f"{row.macs:,}"))
+        layers.append({"name": row.name, "torch_module": type(make_layer(op)).__name__,
+                       "keras_layer": keras_name(row.name),
+                       "keras_classes": [type(layer).__name__ for layer in make_layers(op)],
+                       "output_shape": list(row.output_shape), "params": row.params, "macs": row.macs})
+    params = count_params(spec)
+    if args.json:
+        print(json.dumps({"name": args.name, "input": list(hw), "layers": layers, "params": params.trainable,
+                          "buffers": params.buffers, "macs": count_flops(spec, hw)}, indent=1))
+        return 0
+    rows = [(r["name"], r["torch_module"], f"{r['keras_layer']} ({' + '.join(r['keras_classes'])})",
+             "x".join(map(str, r["output_shape"])), f"{r['params']:,}", f"{r['macs']:,}") for r in layers]
     print(f"{args.name}: {preset_doc(args.name)}")
     print(format_table(("canonical name", "torch module", "keras layer", "output (CxHxW)", "params", "MACs"),
                        rows, right=(4, 5)))
-    params = count_params(spec)
     print(f"\ntotal: {params.trainable:,} trainable parameters + {params.buffers:,} BN statistics; "
           f"{count_flops(spec, hw) / 1e9:.3f} GMACs at {hw[0]}x{hw[1]}")
     return 0
