@@ -50,7 +50,10 @@ def test_digits_split_and_layout() -> None:
     assert again.channels == 1 and np.array_equal(again.test_labels, data.test_labels)  # a fixed split
     x = data.prepare(data.train_images)
     assert x.dtype == np.float32
-    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-5)  # normalised by the training set
+    # normalised by the training set's own statistics: numpy sums the 1.5M float32 values per
+    # channel pairwise, with an error below log2(n) * 2^-24 ~ 1.3e-6 of their magnitude in any
+    # order, so 1e-5 holds on any CPU; a wrong mean or std is off by 1e-2 or more
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, rtol=1e-5)
     with pytest.raises(DataError, match="digits come with 1 or 3 channels, got 2"):
         load_dataset("digits", channels=2)
@@ -68,6 +71,7 @@ def test_cifar_binary_layout(tmp_path: Path, fmt: CifarFormat, nested: bool) -> 
     assert np.array_equal(data.test_labels, written[fmt.test_file][1])
     assert data.class_names == ("a", "b") and data.augment is not None
     scaled = data.train_images.astype(np.float64) / 255
+    # float32 copies of float64 statistics: 2^-24 = 6e-8 relative; 1e-6 is 16x that
     np.testing.assert_allclose(data.mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-6)
     np.testing.assert_allclose(data.std, scaled.std(axis=(0, 2, 3)), rtol=1e-6)
 

@@ -84,7 +84,8 @@ def test_truncated_and_corrupted_files(capsys, tmp_path, state):
 def test_a_head_of_another_size_is_named(tmp_path, state):
     path = tmp_path / "m.pth"
     torch.save(state, path)  # 10 classes
-    with pytest.raises(WeightsError, match=rf"{path} do not fit .*fc.weight has shape \(10, 64\), expected \(100, 64\)"):
+    message = rf"{path} do not fit .*fc.weight has shape \(10, 64\), expected \(100, 64\)"
+    with pytest.raises(WeightsError, match=message):
         read_model_file(path, get_spec("cifar_resnet20", num_classes=100))
 
 

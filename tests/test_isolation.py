@@ -40,7 +40,8 @@ def test_shared_specs_needs_only_numpy_and_the_standard_library():
         import shared_specs as S
         spec = S.get_spec("resnet50")
         assert S.count_params(spec).trainable == 25_557_032
-        print(len(S.list_presets()), sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "keras", "tensorflow", "jax")))
+        frameworks = ("torch", "keras", "tensorflow", "jax")
+        print(len(S.list_presets()), sorted(m for m in sys.modules if m.split(".")[0] in frameworks))
         """,
         allowed={"shared_specs", "numpy", "_distutils_hack"},
     )

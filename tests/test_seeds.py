@@ -120,7 +120,8 @@ def test_seed002_has_no_code() -> None:
 
 
 @pytest.mark.keras_backend
-@pytest.mark.parametrize("name", ["resnet18", "resnet50_v1", "resnet50_v2", "cifar_resnet20", "tutorial_keras_resnet18"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50_v1", "resnet50_v2", "cifar_resnet20",
+                                  "tutorial_keras_resnet18"])
 def test_checker_reads_our_builds_as_their_presets(name: str) -> None:
     spec = get_spec(name, stages=[{"depth": 2, "width": 16, "stride": 2}, {"depth": 1, "width": 32, "stride": 2}])
     reference = A.segment(A.from_plan(spec))

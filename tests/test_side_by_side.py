@@ -16,8 +16,6 @@ from shared_specs import SpecError, get_spec, make_plan
 from shared_specs.synthetic import random_weights
 from support import assert_f32_close, keras_forward, random_input, torch_forward
 
-pytestmark = pytest.mark.keras_backend
-
 TWO_STAGES = [{"depth": 2, "width": 16, "stride": 2}, {"depth": 1, "width": 32, "stride": 2}]
 
 # every option the generator writes, each case small enough to run on every backend
@@ -26,10 +24,12 @@ SOURCE_CASES = {
     "resnet50_v1": get_spec("resnet50_v1", stages=TWO_STAGES),  # stride on the 1x1, biases, zero pool padding
     "resnet50_v2": get_spec("resnet50_v2", stages=TWO_STAGES),  # pre-activation, B-subsample, stride last
     "cifar_resnet20": get_spec("cifar_resnet20"),  # option A, no pool
-    "tutorial_cifar_resnet18": get_spec("tutorial_cifar_resnet18", stages=TWO_STAGES),  # option C, unpadded stride-3 stem
+    # option C, unpadded stride-3 stem
+    "tutorial_cifar_resnet18": get_spec("tutorial_cifar_resnet18", stages=TWO_STAGES),
     "tutorial_keras_resnet18": get_spec("tutorial_keras_resnet18", stages=TWO_STAGES),  # 'same', softmax, eps 1e-3
+    # deep stem, avg-pool shortcut, groups
     "deep_stem_d_grouped": get_spec("resnext50_32x4d", shortcut="D", stages=TWO_STAGES,
-                                    stem={"widths": [16, 16, 32], "kernel_size": 3}),  # deep stem, avg-pool shortcut, groups
+                                    stem={"widths": [16, 16, 32], "kernel_size": 3}),
     "preact_basic_d_features": get_spec("resnet50_v2", block="basic", shortcut="D", stages=TWO_STAGES,
                                         stem={"pool_pad_value": "-inf"}, num_classes=None),  # -inf pool before any ReLU
     "preact_c_same": get_spec("resnet18", preactivation=True, shortcut="C", padding="same", stages=TWO_STAGES,
@@ -38,14 +38,16 @@ SOURCE_CASES = {
 
 # running_var "unbiased" (torch default) pairs nn.BatchNorm2d with our UnbiasedBatchNormalization, "biased"
 # (keras.applications) our BiasedBatchNorm2d with Keras's own BatchNormalization
-KERAS_CLASS = {"Conv2d": "Conv2D", "BatchNorm2d": "UnbiasedBatchNormalization", "BiasedBatchNorm2d": "BatchNormalization",
-               "ReLU": "ReLU", "Linear": "Dense",
-               "MaxPool2d": "MaxPooling2D", "PaddedMaxPool2d": "MaxPooling2D", "GlobalAvgPool": "GlobalAveragePooling2D",
-               "Subsample": "MaxPooling2D", "ResidualBlock": "Add", "SameConv2d": "Conv2D", "AvgPool2d": "AveragePooling2D",
-               "ChannelPad": "ChannelPad", "Softmax": "Softmax"}
+KERAS_CLASS = {"Conv2d": "Conv2D", "BatchNorm2d": "UnbiasedBatchNormalization",
+               "BiasedBatchNorm2d": "BatchNormalization", "ReLU": "ReLU", "Linear": "Dense",
+               "MaxPool2d": "MaxPooling2D", "PaddedMaxPool2d": "MaxPooling2D",
+               "GlobalAvgPool": "GlobalAveragePooling2D", "Subsample": "MaxPooling2D", "ResidualBlock": "Add",
+               "SameConv2d": "Conv2D", "AvgPool2d": "AveragePooling2D", "ChannelPad": "ChannelPad",
+               "Softmax": "Softmax"}
 
 
 @pytest.mark.parametrize("name", ["resnet50_v2", "cifar_resnet20"])
+@pytest.mark.keras_backend
 def test_side_by_side_rows_agree(name: str) -> None:
     spec = get_spec(name, stages=TWO_STAGES)
     rows = side_by_side(spec, (64, 64))
@@ -87,6 +89,7 @@ def test_generated_torch_source_loads_canonical_weights(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(SOURCE_CASES))
+@pytest.mark.keras_backend
 def test_generated_keras_source_loads_canonical_weights(case: str) -> None:
     spec = SOURCE_CASES[case]
     ns = _exec(resnet_source(spec, "keras"))
@@ -94,7 +97,7 @@ def test_generated_keras_source_loads_canonical_weights(case: str) -> None:
     ours = rk.build(spec)
     rk.import_weights(ours, random_weights(spec))
     weighted = [layer for layer in ours.layers if layer.weights]
-    assert sorted(l.name for l in weighted) == sorted(l.name for l in model.layers if l.weights)
+    assert sorted(layer.name for layer in weighted) == sorted(layer.name for layer in model.layers if layer.weights)
     for layer in weighted:  # canonical weights, by canonical layer name
         model.get_layer(layer.name).set_weights(layer.get_weights())
     x = random_input(spec, (32, 32))
@@ -113,6 +116,7 @@ def test_source_names_the_preset_and_reads_as_a_block_and_a_loop() -> None:
         resnet_source(get_spec("resnet18"), "jax")
 
 
+@pytest.mark.keras_backend
 def test_side_by_side_and_source_commands(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert main(["side-by-side", "cifar_resnet20"]) == 0
     out = capsys.readouterr().out

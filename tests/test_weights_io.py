@@ -13,7 +13,7 @@ import resnet_keras as rk
 import resnet_torch as rt
 from shared_specs import CheckpointError, WeightsError, canonical_shapes, get_spec, read_checkpoint, write_checkpoint
 from shared_specs import checkpoint as ckpt
-from support import random_weights
+from support import keras_model, random_weights
 
 
 def snapshot_torch(model):
@@ -42,9 +42,7 @@ def test_a_torchvision_state_dict_is_a_canonical_checkpoint():
 @pytest.mark.parametrize("name", ["resnet50", "resnet50_v2", "cifar_resnet20", "resnext50_32x4d"])
 def test_torch_to_keras_to_torch_is_bit_exact(name):
     weights = random_weights(get_spec(name), seed=3)
-    keras_model = rk.build(name)
-    rk.import_weights(keras_model, weights)
-    back = rk.export_weights(keras_model)
+    back = rk.export_weights(keras_model(name, weights))
     torch_model = rt.build(name)
     rt.import_weights(torch_model, back)
     again = rt.export_weights(torch_model)
@@ -67,7 +65,8 @@ def test_import_is_strict_all_or_nothing_and_lists_every_problem():
         rt.import_weights(model, weights, source="bad.safetensors")
     message = str(err.value)
     for expected in ("bad.safetensors do not fit spec 'resnet18'", "missing 2: layer1.0.bn1.running_var, fc.bias",
-                     "unexpected 1: layer9.0.conv1.weight", "conv1.weight has shape (64, 3, 3, 3), expected (64, 3, 7, 7)",
+                     "unexpected 1: layer9.0.conv1.weight",
+                     "conv1.weight has shape (64, 3, 3, 3), expected (64, 3, 7, 7)",
                      "bn1.weight holds 64 NaN/Inf values", "layer2.0.bn1.running_var holds negative variances",
                      "layer1.0.conv1.weight has dtype int32, expected a floating type"):
         assert expected in message
@@ -135,7 +134,8 @@ def test_loading_into_a_different_spec_names_the_differences(tmp_path):
     path = tmp_path / "m.safetensors"
     rt.save_weights(rt.build("resnet18"), path)
     other = rt.build("resnet18", num_classes=10, batchnorm={"epsilon": 1e-3})
-    with pytest.raises(CheckpointError, match=r"differs from the model's in batchnorm.epsilon 1e-05 \(stored\) vs 0.001 \(model\), "
+    with pytest.raises(CheckpointError, match=r"differs from the model's in batchnorm.epsilon 1e-05 \(stored\) "
+                                             r"vs 0.001 \(model\), "
                                              r"num_classes 1000 \(stored\) vs 10 \(model\)"):
         rt.load_weights(other, path)
 
@@ -162,7 +162,8 @@ def test_written_file_has_the_permissions_open_would_give(tmp_path):
 
     old = os.umask(0o027)
     try:
-        write_checkpoint(tmp_path / "m.safetensors", random_weights(get_spec("cifar_resnet20")), get_spec("cifar_resnet20"))
+        spec = get_spec("cifar_resnet20")
+        write_checkpoint(tmp_path / "m.safetensors", random_weights(spec), spec)
     finally:
         os.umask(old)
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o640  # 0o666 & ~umask, not mkstemp's 0o600
@@ -176,7 +177,8 @@ def test_written_file_has_the_permissions_open_would_give(tmp_path):
         (lambda b: b[:8] + b"\xff" * 40 + b[48:], "header is not valid JSON"),
         (lambda b: struct.pack("<Q", 10**12) + b[8:], "not a safetensors file or truncated"),
         (lambda b: b.replace(b'"format_version":"1"', b'"format_version":"9"'), "format_version '9' is not supported"),
-        (lambda b: b.replace(b'\\"block\\": \\"basic\\"', b'\\"block\\": \\"basix\\"'), "stored spec is invalid: block"),
+        (lambda b: b.replace(b'\\"block\\": \\"basic\\"', b'\\"block\\": \\"basix\\"'),
+         "stored spec is invalid: block"),
     ],
 )
 def test_damaged_files_get_one_clear_message_naming_the_file(tmp_path, mangle, message):
