@@ -12,8 +12,8 @@ import torch
 
 import resnet_keras as rk
 import resnet_torch as rt
-from shared_specs import get_spec, list_presets
-from support import BACKEND, keras_forward, random_input, random_weights, torch_forward
+from shared_specs import get_spec
+from support import BACKEND, hand_registered_presets, keras_forward, random_input, random_weights, torch_forward
 
 # float64 rounding (2.2e-16) accumulated over ~10^4-term dot products and up to a few hundred
 # layers stays below 1e-12; 1e-10 leaves margin while any real mismatch (epsilon, padding,
@@ -25,7 +25,7 @@ def test_runs_on_the_tensorflow_backend():
     assert BACKEND == "tensorflow", "float64 exactness holds on the TensorFlow backend only (trap 16)"
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", hand_registered_presets())  # timm's table: tests/test_timm_families.py
 def test_float64_outputs_agree_to_1e_10(name):
     spec = get_spec(name)
     weights = random_weights(spec, seed=11, dtype=np.float64)
