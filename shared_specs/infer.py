@@ -183,6 +183,12 @@ _ASSUMED = re.compile(r"stem\.(stride|padding|pool\w*)|stages\[\d+\]\.stride|bot
                       r"|head_activation|head\.dropout|head\.layers\[\d+\]\.rate|name")
 
 
+# Fields always listed; the others only where they differ from a plain ResNetSpec's.
+_CORE = re.compile(r"block|preactivation|stages\[\d+\]\.(depth|width|stride)|stem\.\w+|in_channels|num_classes"
+                   r"|shortcut|conv_bias|batchnorm\.\w+|padding|bottleneck_stride|stride_position|head\.pool"
+                   r"|head_activation|groups|width_per_group")
+
+
 def inference_sources(spec: ResNetSpec, hints: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
     """A spec from `infer_spec` as `field=value` items: (read from the weights, assumed from
     conventions); fields given as `hints` are in neither. Per-stage fields are gathered
@@ -190,12 +196,13 @@ def inference_sources(spec: ResNetSpec, hints: Mapping[str, Any] | None = None) 
     read: dict[str, list[Any]] = {}
     assumed: dict[str, list[Any]] = {}
     given = set(hints or ())
+    plain = {d.path: d.mine for d in differences(ResNetSpec(stages=spec.stages).to_dict(), {})}
     for d in differences(spec.to_dict(), {}):  # every field's dotted path with its value, None left out
         layer = re.fullmatch(r"head\.layers\[(\d+)\]\.bias", d.path)
         if d.path.split(".")[0].split("[")[0] in given or d.path == "name" or (
-                d.path.startswith("norm.") and spec.norm.kind == "batchnorm" and d.path != "norm.kind") or (
-                layer and spec.head.layers[int(layer[1])].kind != "linear"):
-            continue  # given, or meaningless here
+                layer and spec.head.layers[int(layer[1])].kind != "linear") or (
+                not _CORE.fullmatch(d.path) and plain.get(d.path) == d.mine):
+            continue  # given, meaningless here, or a rarely used field at its default
         kind_free = re.fullmatch(r"head\.layers\[\d+\]\.kind", d.path) and d.mine in ("relu", "dropout")
         if d.path == "head.pool":
             guess = d.mine != "catavgmax"  # the one pooling the weights show: twice the channels

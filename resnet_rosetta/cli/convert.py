@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import struct
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from resnet_rosetta.interop.files import (
     OUTPUT_FORMATS,
+    ModelFile,
     format_for_output,
     read_model,
     read_model_file,
     write_model_file,
 )
 from resnet_rosetta.interop.parity import describe, measure_parity
-from shared_specs import get_spec
+from resnet_rosetta.interop.user_models import port_module
+from shared_specs import CheckpointError, ResNetSpec, SpecError, find_preset, get_spec
+from shared_specs.checkpoint import is_safetensors
+from shared_specs.infer import inference_sources
 
 
 def register(sub: Any) -> None:
@@ -38,6 +45,17 @@ def register(sub: Any) -> None:
                         "keras.applications model itself, as a .keras file; transformers: a save_pretrained "
                         "directory; keras-hub: a preset directory)")
     p.add_argument("--preset", help="architecture of an input that carries no spec (.pth, plain safetensors)")
+    p.add_argument("--spec", metavar="FILE.json", dest="spec_file",
+                   help="architecture of an input that carries no spec, as a spec JSON file (`resnet-rosetta show "
+                        "NAME --spec` prints one)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="change a field of --preset or --spec, e.g. --set num_classes=None for keras.applications "
+                        "weights without the top; VALUE is JSON (None, True, False also read); repeatable")
+    p.add_argument("--module", metavar="FILE.py:NAME",
+                   help="an input in your own model's names: build the model with the class or function NAME of "
+                        "FILE.py (this runs your code, as you ask), load IN into it weights-only, and read the "
+                        "network off the model (resnet_torch.from_module / resnet_keras.from_model)")
+    p.add_argument("--module-kwargs", metavar="JSON", default="{}", help="keyword arguments for --module's NAME")
     p.add_argument("--input-size", type=int, default=64, metavar="N",
                    help="image size of the parity check (default 64)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
@@ -46,7 +64,7 @@ def register(sub: Any) -> None:
 
 def run_port(args: argparse.Namespace) -> int:
     fmt = format_for_output(args.output, args.to)  # refused before anything slow is read
-    source = read_model(args.input, get_spec(args.preset) if args.preset else None)
+    source = read_source(args)
     spec = source.spec
     notes = write_model_file(args.output, spec, source.weights, fmt, preprocessing=source.preprocessing,
                              labels=source.labels)
@@ -62,6 +80,95 @@ def run_port(args: argparse.Namespace) -> int:
     _, written = read_model_file(args.output, None if fmt == "keras-applications" else spec)
     print(describe(measure_parity(spec, written, (args.input_size, args.input_size))))
     return 0
+
+
+def read_source(args: argparse.Namespace) -> ModelFile:
+    """What `convert` reads: through the user's --module, or the file with the spec given
+    (--preset / --spec with --set), stored, or inferred; an inferred spec's fields are
+    printed as read from the weights or assumed by convention."""
+    given = given_spec(args.preset, args.spec_file, args.overrides)
+    if args.module:
+        if given is not None:
+            raise SpecError("--module reads the network off your model: drop --preset, --spec and --set")
+        spec, weights, _ = port_module(args.input, args.module, _json_object(args.module_kwargs, "--module-kwargs"))
+        print(f"read {args.input} into {args.module} (weights only), then the network off the model: "
+              f"{spec.name}, {len(weights)} tensors")
+        return ModelFile(spec, weights)
+    source = read_model(args.input, given)
+    if given is None and not stores_spec(args.input):
+        read, assumed = inference_sources(source.spec)
+        print(f"{args.input} carries no spec: {source.spec.name} inferred from its tensors' names and shapes")
+        print(f"  read from the weights: {', '.join(read)}")
+        print(f"  assumed by convention (else give --preset or --spec, with --set): {', '.join(assumed)}")
+    return source
+
+
+def given_spec(preset: str | None, spec_file: str | None, overrides: list[str]) -> ResNetSpec | None:
+    """The spec --preset or --spec names, with --set FIELD=VALUE applied (nested fields as
+    `batchnorm.epsilon=0.001`); None when neither is given."""
+    if preset and spec_file:
+        raise SpecError("give --preset or --spec, not both")
+    if spec_file:
+        try:
+            text = Path(spec_file).read_text()
+        except OSError as err:
+            raise CheckpointError(f"--spec {spec_file}: cannot read: {err.strerror or err}") from None
+        spec = ResNetSpec.from_json(text)
+    elif preset:
+        spec = get_spec(preset)
+    elif overrides:
+        raise SpecError("--set changes a field of --preset or --spec: give one of them")
+    else:
+        return None
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise SpecError(f"--set {item!r}: expected FIELD=VALUE, e.g. num_classes=None")
+        *parents, leaf = field.split(".")
+        target = changes
+        for part in parents:  # batchnorm.epsilon=... -> {"batchnorm": {"epsilon": ...}}
+            target = target.setdefault(part, {})
+        target[leaf] = _json_value(value)
+    if not changes:
+        return spec
+    changed = spec.replace(**changes)
+    # a preset's name no longer fits a changed network, unless it is another preset's
+    return changed if "name" in changes else changed.replace(name=find_preset(changed) or f"{spec.name}_modified")
+
+
+def _json_value(text: str) -> Any:
+    python = {"None": None, "True": True, "False": False}
+    if text in python:
+        return python[text]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word: a string value (--set head_activation=softmax)
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{option} {text!r}: not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise SpecError(f"{option} must be a JSON object of keyword arguments, got {text!r}")
+    return value
+
+
+def stores_spec(path: str) -> bool:
+    """Whether `path` is a safetensors file carrying its resnet-rosetta spec (its header says)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if not is_safetensors(head + f.read(2)):
+                return False
+            f.seek(8)
+            header = json.loads(f.read(struct.unpack("<Q", head)[0]))
+    except (OSError, ValueError):
+        return False
+    return (header.get("__metadata__") or {}).get("format") == "resnet-rosetta"
 
 
 def _library_parity(path: str, fmt: str, source: Any, size: int) -> str:

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from resnet_rosetta.frameworks import FRAMEWORK_NAMES
-from resnet_rosetta.training.runs import RunSettings, evaluate_checkpoint, load_framework, read_state, train
+from resnet_rosetta.training.runs import (
+    RunSettings,
+    evaluate_checkpoint,
+    load_framework,
+    model_checkpoint,
+    read_state,
+    train,
+)
 from shared_specs import SpecError, get_spec
 from shared_specs.training import SGDConfig
 
@@ -59,7 +66,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a canonical checkpoint on digits or CIFAR, in either framework")
-    p.add_argument("checkpoint", help="a canonical .safetensors checkpoint (e.g. from `train`)")
+    p.add_argument("checkpoint", help="a canonical .safetensors checkpoint (e.g. epoch-0010.safetensors from "
+                                      "`train`), or a run directory: its newest epoch")
     p.add_argument("--framework", required=True, choices=FRAMEWORK_NAMES)
     p.add_argument("--data", required=True, help="'digits' or a directory with CIFAR-10/100 binary files")
     p.add_argument("--split", choices=("test", "train"), default="test")
@@ -125,10 +133,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    checkpoint = model_checkpoint(args.checkpoint)  # before the framework loads: a wrong file fails fast
     framework = load_framework(args.framework, args.backend, args.device)
-    spec, metrics, data = evaluate_checkpoint(args.checkpoint, framework, args.data, subset=args.subset,
+    spec, metrics, data = evaluate_checkpoint(checkpoint, framework, args.data, subset=args.subset,
                                               split=args.split)
     correct = round(metrics.accuracy * metrics.count)
-    print(f"{spec.name} on {data.name} {args.split} ({args.framework}): accuracy {metrics.accuracy:.4f} "
+    where = f" ({checkpoint})" if Path(args.checkpoint).is_dir() else ""
+    print(f"{spec.name}{where} on {data.name} {args.split} ({args.framework}): accuracy {metrics.accuracy:.4f} "
           f"({correct}/{metrics.count}), loss {metrics.loss:.4f}")
     return 0

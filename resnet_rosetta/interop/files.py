@@ -267,13 +267,27 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for code-executing pickles, RuntimeError for damage
-        raise CheckpointError(f"{path}: not a loadable weights-only torch file: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(_torch_load_error(path, err)) from None
     for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state_dict (a dict of tensors)")
     return {k.removeprefix("module."): v.detach().cpu().numpy().copy() for k, v in obj.items()}
+
+
+def _torch_load_error(path: Path, err: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) refuses; torch's own message advises
+    weights_only=False, which would run whatever code the pickle holds: not repeated here."""
+    text = str(err)
+    if "Unsupported global:" in text:  # the pickle calls a class or function: code
+        words = text.split("Unsupported global:", 1)[1].split()  # "GLOBAL __main__.Foo was not ..."
+        name = words[1] if len(words) > 1 else "a Python object"
+        return f"{path}: the file holds Python code ({name}), which resnet-rosetta will not run: it loads weights only"
+    if "WeightsUnpickler error:" in text:
+        lines = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+        return f"{path}: not a torch file of tensors ({lines[0] if lines else 'an unreadable pickle'})"
+    return f"{path}: not a loadable torch file: {text.strip().splitlines()[0] if text.strip() else type(err).__name__}"
 
 
 def _need_spec(path: Path, spec: ResNetSpec | None) -> ResNetSpec:

@@ -195,10 +195,29 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
     return history
 
 
+def model_checkpoint(path: str | Path) -> Path:
+    """The canonical checkpoint `path` means: itself, or for a run directory its newest epoch.
+    A run's training state is not a model: CheckpointError naming the checkpoint to use."""
+    path = Path(path)
+    run = path if path.is_dir() else path.parent
+    if path.is_dir() and not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"{path}: a directory without {STATE_FILE}, so not a training run; give a checkpoint "
+                              "file or a run directory")
+    if path.is_dir() or (path.is_file() and "run" in read_checkpoint(path)[2]):
+        state, _ = read_state(run)
+        checkpoint = run / state.checkpoint
+        if path.is_dir():
+            return checkpoint
+        raise CheckpointError(f"{path}: the training state of a run (momentum buffers and settings), not a model; "
+                              f"its newest epoch's checkpoint is {checkpoint} (or give the run directory {run})")
+    return path
+
+
 def evaluate_checkpoint(path: str | Path, framework: Framework, data: str, *, subset: int | None = None,
                         split: str = "test") -> tuple[ResNetSpec, Metrics, Dataset]:
-    """Accuracy and loss of a canonical checkpoint on `data`'s split, in `framework`."""
-    spec, weights = read_spec_and_weights(path)
+    """Accuracy and loss of a canonical checkpoint (or a run directory's newest epoch) on
+    `data`'s split, in `framework`."""
+    spec, weights = read_spec_and_weights(model_checkpoint(path))
     settings = RunSettings(spec, data, channels=spec.in_channels if data == "digits" else None, subset=subset)
     dataset = prepare_data(settings)
     if spec.num_classes != dataset.num_classes or spec.in_channels != dataset.channels:
