@@ -117,3 +117,17 @@ def test_models_that_are_not_keras_hub_resnets_are_refused():
         spec_of_config(small_config("basic_block_vd", True))
     with pytest.raises(SpecError, match="one odd kernel size"):
         spec_of_config({**small_config("basic_block", False), "input_conv_kernel_sizes": [4]})
+
+
+def test_always_project_is_a_spec_field_both_builders_see():
+    from shared_specs import ResNetSpec, make_plan
+
+    spec = get_spec("resnet_vd_18")
+    first = next(make_plan(spec).blocks())
+    assert [op.name for op in first.shortcut] == ["layer1.0.downsample.1", "layer1.0.downsample.2"]  # no pool: stride 1
+    assert ResNetSpec.from_json(spec.to_json()) == spec
+    # timm's resnet18d: no projection there, PyTorch's BatchNorm statistics and max-pool padding
+    assert [d.path for d in spec.differences(get_spec("resnet18d"))] == [
+        "batchnorm.running_var", "stages[0].always_project", "stem.pool_pad_value"]
+    with pytest.raises(SpecError, match=r"stages\[0\].always_project needs a projection shortcut"):
+        get_spec("cifar_resnet20", stages=[{"depth": 3, "width": 16, "always_project": True}])
