@@ -15,13 +15,14 @@ from typing import Any
 
 from shared_specs import ResNetSpec, SpecError, make_plan, preset_doc
 from shared_specs import plan as P
-from shared_specs.spec import torch_momentum
+from shared_specs.spec import AttentionSpec, torch_momentum
 
 # The ResNetSpec fields the writers turn into source; any other field must keep its default,
 # or the generated file would silently build another network.
 _WRITTEN = frozenset({"name", "block", "preactivation", "stages", "bottleneck_stride", "stride_position", "shortcut",
                       "groups", "width_per_group", "stem", "conv_bias", "padding", "batchnorm", "zero_init_last_bn",
-                      "in_channels", "num_classes", "head_activation"})
+                      "in_channels", "num_classes", "head_activation", "attention"})
+_WRITTEN_NORMS = ("batchnorm", "groupnorm")
 
 
 def unwritten_fields(spec: ResNetSpec) -> list[str]:
@@ -35,7 +36,7 @@ def unwritten_fields(spec: ResNetSpec) -> list[str]:
         default: Any = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         value = getattr(spec, f.name)
         if f.name == "norm":  # BatchNorm's numerics are in `batchnorm`; another kind is another layer
-            if value.kind != "batchnorm":
+            if value.kind not in _WRITTEN_NORMS:
                 found.append(f"norm.kind={value.kind!r}")
         elif value != default:
             found.append(f"{f.name}.kind={value.kind!r}" if hasattr(value, "kind") else f"{f.name}={value!r}")
@@ -88,7 +89,7 @@ class _Writer:
     @property
     def projection_has_bn(self) -> bool:
         """Whether projections end in BatchNorm (v1) or are a bare conv (v2), as planned."""
-        return any(isinstance(op, P.BatchNorm) for block in self.plan.blocks() for op in block.shortcut)
+        return any(isinstance(op, P.NORM_OPS) for block in self.plan.blocks() for op in block.shortcut)
 
     def stem_convs(self) -> list[P.Conv]:
         return [op for op in self.plan.stem if isinstance(op, P.Conv)]
@@ -148,8 +149,10 @@ class _TorchWriter(_Writer):
         s = self.spec
         same = s.padding == "same"
         lines = self.header("torch")
-        lines += ["import torch", "import torch.nn.functional as F" if same or s.shortcut == "A" else None,
-                  "from torch import nn", "", ""]
+        eca = s.attention is not None and s.attention.kind == "eca"
+        lines += (["import math", ""] if eca else []) + ["import torch"]
+        lines += ["import torch.nn.functional as F" if same or s.shortcut == "A" else None, "from torch import nn",
+                  "", ""]
         if same:
             lines += [
                 "def pad_same(x, kernel_size, stride, value=0.0):",
@@ -171,10 +174,17 @@ class _TorchWriter(_Writer):
                 "def conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):",
                 "    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,",
                 "                     groups=groups, bias=bias)", "", ""]
-        momentum = torch_momentum(s.batchnorm.running_stats_decay)
-        lines += ["def norm(channels):",
-                  "    # PyTorch's momentum weights the NEW batch: 1 - the decay of the running statistics",
-                  f"    return nn.BatchNorm2d(channels, eps={s.batchnorm.epsilon!r}, momentum={momentum!r})", "", ""]
+        if s.norm.kind == "groupnorm":
+            lines += ["def norm(channels):",
+                      "    # each example's own group statistics, in train() and eval() alike: no running statistics",
+                      f"    return nn.GroupNorm({s.norm.groups}, channels, eps={s.norm.epsilon!r})", "", ""]
+        else:
+            momentum = torch_momentum(s.batchnorm.running_stats_decay)
+            lines += ["def norm(channels):",
+                      "    # PyTorch's momentum weights the NEW batch: 1 - the decay of the running statistics",
+                      f"    return nn.BatchNorm2d(channels, eps={s.batchnorm.epsilon!r}, momentum={momentum!r})", "",
+                      ""]
+        lines += self.attention()
         lines += self.block() + ["", ""] + self.model()
         lines += ["", "", 'if __name__ == "__main__":', "    print(ResNet())"]
         return "\n".join(line for line in lines if line is not None) + "\n"
@@ -227,6 +237,10 @@ class _TorchWriter(_Writer):
             lines.append("        self.stride = stride  # strided identity: every stride-th pixel")
         if s.shortcut == "A":
             lines.append("        self.extra = out_channels - in_channels  # zero channels appended (option A)")
+        if s.attention is not None:  # after the last norm, before the addition (timm's `se`, whatever its kind)
+            kind = "SqueezeExcite(out_channels, se_width(out_channels))" if s.attention.kind == "se" else \
+                "EfficientChannelAttention(out_channels)"
+            lines.append(f"        self.se = {kind}")
         if not preact:
             lines.append("        self.relu = nn.ReLU()")
         lines += ["", "    def forward(self, x):"]
@@ -242,6 +256,8 @@ class _TorchWriter(_Writer):
             else:
                 lines.append(f"        out = self.bn{k}(self.{name}({arg}))" if last else
                              f"        out = self.relu{k}(self.bn{k}(self.{name}({arg})))")
+        if s.attention is not None:
+            lines.append("        out = self.se(out)")
         if projection == "True":
             lines.append(f"        shortcut = self.downsample({'pre' if preact else 'x'})")
         else:
@@ -256,6 +272,33 @@ class _TorchWriter(_Writer):
             lines += ["        if self.extra:", "            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra))"]
         lines.append("        return out + shortcut" if preact else "        return self.relu(out + shortcut)")
         return lines
+
+    def attention(self) -> list[str]:
+        a = self.spec.attention
+        if a is None:
+            return []
+        if a.kind == "se":
+            return [*_se_width(a), "", "",
+                    "class SqueezeExcite(nn.Module):",
+                    "    # timm's SEModule: mean over H, W -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, times x",
+                    "    def __init__(self, channels, reduced):",
+                    "        super().__init__()",
+                    "        self.fc1 = nn.Conv2d(channels, reduced, 1)",
+                    "        self.fc2 = nn.Conv2d(reduced, channels, 1)", "",
+                    "    def forward(self, x):",
+                    "        s = self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True))))",
+                    "        return x * torch.sigmoid(s)", "", ""]
+        return [*_eca_kernel_size(a), "", "",
+                "class EfficientChannelAttention(nn.Module):",
+                "    # a Conv1d along the channel means, one channel in and out: weight (1, 1, k) (timm's EcaModule)",
+                "    def __init__(self, channels):",
+                "        super().__init__()",
+                "        k = eca_kernel_size(channels)",
+                "        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)", "",
+                "    def forward(self, x):",
+                "        n, c = x.shape[:2]",
+                "        s = self.conv(x.mean((2, 3)).view(n, 1, c))  # the channels as the length of one sequence",
+                "        return x * torch.sigmoid(s).view(n, c, 1, 1)", "", ""]
 
     def model(self) -> list[str]:
         s, stem = self.spec, self.spec.stem
@@ -334,7 +377,9 @@ class _TorchWriter(_Writer):
 class _KerasWriter(_Writer):
     def source(self) -> str:
         s = self.spec
-        lines = self.header("keras") + ["import keras", "from keras import layers", "", ""]
+        eca = s.attention is not None and s.attention.kind == "eca"
+        lines = self.header("keras") + (["import math", ""] if eca else [])
+        lines += ["import keras", "from keras import layers", "", ""]
         if s.padding == "same":
             lines += ["def conv(x, filters, kernel_size, stride=1, groups=1, use_bias=False, name=None):",
                       "    return layers.Conv2D(filters, kernel_size, strides=stride, padding=\"same\", groups=groups,",
@@ -349,10 +394,17 @@ class _KerasWriter(_Writer):
                       "    return layers.Conv2D(filters, kernel_size, strides=stride, groups=groups, "
                       "use_bias=use_bias,",
                       "                         name=name)(x)", "", ""]
-        lines += ["def norm(x, name):",
-                  "    # Keras's momentum weights the OLD running value (PyTorch's 0.1 is Keras's 0.9)",
-                  f"    return layers.BatchNormalization(epsilon={s.batchnorm.epsilon!r}, "
-                  f"momentum={s.batchnorm.running_stats_decay!r}, name=name)(x)", "", ""]
+        if s.norm.kind == "groupnorm":
+            lines += ["def norm(x, name):",
+                      "    # GroupNormalization's default epsilon is 1e-3, PyTorch's GroupNorm's 1e-5 (trap 24)",
+                      f"    return layers.GroupNormalization({s.norm.groups}, epsilon={s.norm.epsilon!r}, "
+                      "name=name)(x)", "", ""]
+        else:
+            lines += ["def norm(x, name):",
+                      "    # Keras's momentum weights the OLD running value (PyTorch's 0.1 is Keras's 0.9)",
+                      f"    return layers.BatchNormalization(epsilon={s.batchnorm.epsilon!r}, "
+                      f"momentum={s.batchnorm.running_stats_decay!r}, name=name)(x)", "", ""]
+        lines += self.attention()
         lines += self.block() + ["", ""] + self.model()
         lines += ["", "", 'if __name__ == "__main__":', "    resnet().summary()"]
         return "\n".join(lines) + "\n"
@@ -418,9 +470,45 @@ class _KerasWriter(_Writer):
                 lines.append(f'    x = norm(x, name + "_bn{k}")')
                 if not last:
                     lines.append(f'    x = layers.ReLU(name=name + "_relu{k}")(x)')
+        if s.attention is not None:  # after the last norm, before the addition; named `se` whatever its kind
+            layer = "SqueezeExcite(out_channels, se_width(out_channels)" if s.attention.kind == "se" else \
+                "EfficientChannelAttention(eca_kernel_size(out_channels)"
+            lines.append(f'    x = {layer}, name=name + "_se")(x)')
         lines.append('    x = layers.Add(name=name + "_add")([x, shortcut])')
         lines.append("    return x" if preact else '    return layers.ReLU(name=name + "_relu")(x)')
         return lines
+
+    def attention(self) -> list[str]:
+        a = self.spec.attention
+        if a is None:
+            return []
+        if a.kind == "se":
+            return [*_se_width(a), "", "",
+                    "class SqueezeExcite(layers.Layer):",
+                    "    # timm's SEModule: mean over H, W -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid, times x",
+                    "    def __init__(self, channels, reduced, **kwargs):",
+                    "        super().__init__(**kwargs)",
+                    '        self.fc1 = layers.Conv2D(reduced, 1, name="fc1")',
+                    '        self.fc2 = layers.Conv2D(channels, 1, name="fc2")', "",
+                    "    def build(self, input_shape):",
+                    "        self.fc1.build((None, 1, 1, input_shape[-1]))",
+                    "        self.fc2.build((None, 1, 1, self.fc1.filters))", "",
+                    "    def call(self, x):",
+                    "        s = self.fc2(keras.ops.relu(self.fc1(keras.ops.mean(x, axis=(1, 2), keepdims=True))))",
+                    "        return x * keras.ops.sigmoid(s)", "", ""]
+        return [*_eca_kernel_size(a), "", "",
+                "class EfficientChannelAttention(layers.Layer):",
+                "    # a Conv1D along the channel means: kernel (k, 1, 1); PyTorch's Conv1d holds it as (1, 1, k)",
+                "    def __init__(self, kernel_size, **kwargs):",
+                "        super().__init__(**kwargs)",
+                "        self.kernel_size = kernel_size", "",
+                "    def build(self, input_shape):",
+                '        self.kernel = self.add_weight(name="kernel", shape=(self.kernel_size, 1, 1))', "",
+                "    def call(self, x):",
+                "        # (N, C, 1): the channels as the steps of a 1-channel sequence",
+                "        means = keras.ops.expand_dims(keras.ops.mean(x, axis=(1, 2)), -1)",
+                '        s = keras.ops.squeeze(keras.ops.conv(means, self.kernel, padding="same"), -1)',
+                "        return x * keras.ops.sigmoid(keras.ops.expand_dims(s, (1, 2)))", "", ""]
 
     def model(self) -> list[str]:
         s, stem = self.spec, self.spec.stem
@@ -478,3 +566,19 @@ class _KerasWriter(_Writer):
                 lines.append('    x = layers.Softmax(name="softmax")(x)')
         lines.append(f'    return keras.Model(inputs, x, name="{s.name}")')
         return lines
+
+
+def _se_width(a: AttentionSpec) -> list[str]:
+    return ["def se_width(channels):",
+            f"    # timm's make_divisible(channels * {a.reduction!r}, {a.divisor}): the nearest multiple of "
+            f"{a.divisor}, at least {a.divisor}",
+            "    # (not channels // 16: trap 28)",
+            f"    v = channels * {a.reduction!r}",
+            f"    return max({a.divisor}, int(v + {a.divisor} / 2) // {a.divisor} * {a.divisor})"]
+
+
+def _eca_kernel_size(a: AttentionSpec) -> list[str]:
+    return ["def eca_kernel_size(channels):",
+            "    # ECA's kernel grows with log2 of the channels, odd, at least 3",
+            f"    t = int(abs(math.log(channels, 2) + {a.beta}) / {a.gamma})",
+            "    return max(t if t % 2 else t + 1, 3)"]
