@@ -10,6 +10,7 @@ needed to build our own models.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from resnet_torch.layers import classifier
+from resnet_torch.reading import from_module
 from shared_specs import (
     BatchNormSpec,
     ResNetSpec,
@@ -32,7 +35,7 @@ from shared_specs import (
 )
 from shared_specs import plan as P
 from shared_specs.plan import IGNORED_SUFFIXES
-from shared_specs.spec import decay_from_torch_momentum, torch_momentum, width_per_group_of
+from shared_specs.spec import HeadSpec, decay_from_torch_momentum, torch_momentum, width_per_group_of
 
 if TYPE_CHECKING:
     import timm.models.resnet
@@ -52,7 +55,8 @@ def from_torchvision(model_or_state_dict: nn.Module | Mapping[str, Any], **hints
     From a `torchvision.models.ResNet`, the spec is read off its modules: block class,
     blocks per stage, groups, base width, stem conv and pool, BatchNorm eps/momentum,
     classifier; a CIFAR-style model whose conv1/maxpool were replaced is read as it
-    is. A bare state_dict says less: it goes through `infer_spec` (`hints` are its
+    is, and one whose fc was replaced (an MLP with dropout, ...) through
+    `resnet_torch.from_module`. A bare state_dict says less: it goes through `infer_spec` (`hints` are its
     overrides) and must then be a layout torchvision's constructor builds.
     """
     import torchvision.models.resnet as tv
@@ -62,6 +66,9 @@ def from_torchvision(model_or_state_dict: nn.Module | Mapping[str, Any], **hints
         _no_hints(hints, "torchvision")
         if not isinstance(model, tv.ResNet):
             raise SpecError(f"expected a torchvision.models.ResNet, got {type(model).__name__}")
+        if not isinstance(model.fc, nn.Linear):  # a fine-tuned classifier: read off the graph, as any model's
+            spec, weights, _ = from_module(model)
+            return spec, weights
         spec = _torchvision_spec(model, tv)
         _verify_modules(model, spec, allowed=(tv.ResNet, tv.BasicBlock, tv.Bottleneck))
         return spec, _model_weights(model, spec, "the torchvision model")
@@ -80,7 +87,8 @@ def to_torchvision(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> torch
     Raises SpecError naming every field torchvision's constructor cannot express
     (pre-activation, conv biases, a non-torchvision stem or pool, stage widths or
     strides, shortcuts other than B, the stride on the bottleneck's 1x1, ...), and
-    WeightsError listing every tensor that does not fit, before building anything.
+    WeightsError listing every tensor that does not fit, before building anything. A
+    fine-tuned classifier (`head.layers`) becomes an nn.Sequential in `fc`'s place.
     """
     import torchvision.models.resnet as tv
 
@@ -88,16 +96,22 @@ def to_torchvision(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> torch
     if problems:
         raise SpecError(f"spec {spec.name!r} is not expressible as torchvision.models.ResNet: " + "; ".join(problems))
     checked = check_weights(spec, weights, source="weights for torchvision")
-    return _build_loaded(functools.partial(
-        tv.ResNet,
-        tv.Bottleneck if spec.block == "bottleneck" else tv.BasicBlock,
-        [s.depth for s in spec.stages],
-        num_classes=spec.num_classes,  # _torchvision_problems refused None
-        zero_init_residual=spec.zero_init_last_bn,
-        groups=spec.groups,
-        width_per_group=spec.width_per_group,
-        norm_layer=_norm_layer(spec.batchnorm),
-    ), checked)
+
+    def build() -> nn.Module:
+        model = tv.ResNet(
+            tv.Bottleneck if spec.block == "bottleneck" else tv.BasicBlock,
+            [s.depth for s in spec.stages],
+            num_classes=spec.num_classes,  # _torchvision_problems refused None
+            zero_init_residual=spec.zero_init_last_bn,
+            groups=spec.groups,
+            width_per_group=spec.width_per_group,
+            norm_layer=_norm_layer(spec.batchnorm),
+        )
+        if spec.head.sequential:  # a fine-tuned classifier, where fine-tuning puts it
+            model.fc = classifier(spec)
+        return model
+
+    return _build_loaded(build, checked)
 
 
 def _torchvision_problems(spec: ResNetSpec) -> list[str]:
@@ -116,6 +130,8 @@ def _torchvision_problems(spec: ResNetSpec) -> list[str]:
         batchnorm=_torch_bn(spec.batchnorm),
         zero_init_last_bn=spec.zero_init_last_bn,
         num_classes=spec.num_classes if spec.num_classes is not None else 1000,
+        # a classifier in fc's place is torchvision's model fine-tuned; pooling and dropout are its own
+        head=dataclasses.replace(spec.head, pool="avg", dropout=0.0) if spec.num_classes is not None else HeadSpec(),
     )
     problems = [] if len(spec.stages) == 4 else [f"stages has {len(spec.stages)} stages (torchvision: 4)"]
     return problems + _differences(spec, template, "torchvision")

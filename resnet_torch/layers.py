@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared_specs import ResNetSpec, make_plan
 from shared_specs import plan as P
 from shared_specs.spec import torch_momentum
 
@@ -314,6 +315,15 @@ def make_layer(op: P.Op) -> nn.Module:
     if isinstance(op, P.Softmax):
         return nn.Softmax(dim=1)
     raise TypeError(f"no PyTorch layer for {type(op).__name__}")
+
+
+def classifier(spec: ResNetSpec) -> nn.Module:
+    """The spec's `fc` as torchvision and timm models hold it: one nn.Linear, or the
+    nn.Sequential of a fine-tuned classifier whose entries are `fc.0`, `fc.1`, ..."""
+    ops = [op for op in make_plan(spec).head if op.name == "fc" or op.name.startswith("fc.")]
+    if not spec.head.sequential:
+        return make_layer(ops[0])
+    return nn.Sequential(*(make_layer(op) for op in ops))
 
 
 def install(parent: nn.Module, ops: tuple[P.Op, ...], prefix: str = "") -> tuple[str, ...]:

@@ -107,3 +107,25 @@ def test_infer_spec_refuses_a_head_it_cannot_read() -> None:
     weights["fc.0.weight"] = np.zeros((24, 7), np.float32)
     with pytest.raises(SpecError, match=r"fc\.0\.weight has shape \(24, 7\): a classifier over the last stage's 16"):
         infer_spec(weights, head={"layers": []})
+
+
+def test_fine_tuned_torchvision_both_ways() -> None:
+    import torch
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=1000)
+    model.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    spec, weights = rt.from_torchvision(model.eval())
+    assert [layer.kind for layer in spec.head.layers] == ["dropout", "linear", "batchnorm", "relu"]
+    weights = random_weights(spec, seed=2)
+    back = rt.to_torchvision(spec, weights)
+    assert type(back) is ResNet and isinstance(back.fc, nn.Sequential) and len(back.fc) == 5
+    ours = rt.build(spec)
+    rt.import_weights(ours, weights)
+    x = random_input(spec, (37, 41))
+    assert np.array_equal(torch_forward(back, x), torch_forward(ours, x))  # the same modules, the same kernels
+    with pytest.raises(SpecError, match=r"head\.dropout=0\.1 \(torchvision: 0\.0\); head\.pool='max' \(torchvision: "
+                                        r"'avg'\)"):
+        rt.to_torchvision(spec.replace(head={"pool": "max", "dropout": 0.1}), weights)
+    assert torch.is_tensor(back.fc[2].running_var)
