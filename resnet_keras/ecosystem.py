@@ -20,6 +20,7 @@ import numpy as np
 from resnet_keras.weights import Transform, op_rules
 from shared_specs import BatchNormSpec, ResNetSpec, SpecError, StageSpec, check_weights, get_spec, make_plan
 from shared_specs import plan as P
+from shared_specs.spec import HeadSpec
 
 # keras.applications layer name of every weighted op, by canonical name; in a block the
 # key and the name start with "{block}": canonical `layer{s}.{b}`, keras `conv{s+1}_block{b+1}`.
@@ -104,6 +105,10 @@ def keras_applications_constructor(spec: ResNetSpec) -> str:
         raise SpecError(f"stages: keras.applications has {version} ResNets with stage depths "
                         f"{sorted(by_depths)}, not {depths} ({spec.name})")
     preset = by_depths[depths]
+    if spec.head != HeadSpec():
+        raise SpecError(f"{spec.name} is not expressible as keras.applications.{CONSTRUCTORS[preset]}: its classifier "
+                        f"is an avg pool and one Dense ('predictions'), the spec's head {spec.head.describe()} "
+                        "(resnet_keras.build(spec) holds it)")
     # What keras.applications takes as arguments (or, zero_init_last_bn, what only
     # initialisation uses) may differ; everything else must be the preset's.
     reference = get_spec(preset).replace(in_channels=spec.in_channels, num_classes=spec.num_classes,
@@ -215,7 +220,7 @@ def _read_spec(model: Any) -> ResNetSpec:
     ends_in = "predictions" if num_classes else "post_relu" if preact else last_block
     if model.layers[-1].name != ends_in:
         raise SpecError(f"model {model.name!r} ends in layer {model.layers[-1].name!r} where a keras.applications "
-                        f"ResNet ends in {ends_in!r}: layers added to it have no place in a spec")
+                        f"ResNet ends in {ends_in!r}: a model built on one reads with resnet_keras.from_model")
     conv1 = model.get_layer("conv1_conv")
     bn = _layer(model, "post_bn" if preact else "conv1_bn")
     version = 2 if preact else 1

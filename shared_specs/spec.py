@@ -328,6 +328,14 @@ class HeadSpec:
         if layers:  # entries of an nn.Sequential: the final Linear is one too
             object.__setattr__(self, "sequential", True)
 
+    def describe(self) -> str:
+        """`avg pool -> Dropout(0.2) -> Linear(256) -> ReLU -> Linear`, for messages."""
+        names = {"relu": "ReLU", "batchnorm": "BatchNorm1d"}
+        parts = [f"{self.pool} pool"] + ([f"Dropout({self.dropout:g})"] if self.dropout else []) + [
+            f"Linear({layer.features}{'' if layer.bias else ', no bias'})" if layer.kind == "linear" else
+            f"Dropout({layer.rate:g})" if layer.kind == "dropout" else names[layer.kind] for layer in self.layers]
+        return " -> ".join(parts + ["Linear"])
+
 
 @dataclass(frozen=True, kw_only=True)
 class ResNetSpec:

@@ -180,3 +180,22 @@ def test_list_shows_the_cifar_tutorial_at_32x32(capsys: pytest.CaptureFixture[st
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tutorial_cifar_resnet18"))
     gmacs = count_flops(get_spec("tutorial_cifar_resnet18"), (32, 32)) / 1e9
     assert " 32x32 " in row and f" {gmacs:.2f} " in row  # counted at CIFAR's 32x32, not at 224x224
+
+
+def test_a_fine_tuned_keras_model_file_converts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .keras file of a functional model that is neither ours nor keras.applications: read by from_model."""
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((None, None, 3))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(inputs)))
+    y = L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(
+        L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(x)))))
+    x = L.GlobalAveragePooling2D()(L.ReLU()(L.add([x, y])))
+    model = keras.Model(inputs, L.Dense(3)(L.Dropout(0.2)(L.Dense(6, activation="relu")(x))), name="tuned")
+    model.save(tmp_path / "tuned.keras")
+    out = tmp_path / "tuned.pth"
+    assert main(["convert", str(tmp_path / "tuned.keras"), str(out), "--input-size", "33"]) == 0
+    assert "wrote " + str(out) + " (torch, tuned, " in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    assert sorted(k for k in state if k.startswith("fc"))[:2] == ["fc.0.bias", "fc.0.weight"]

@@ -4,7 +4,8 @@ Formats are recognised by their content, not their name: safetensors (our canoni
 checkpoint, or a plain one), PyTorch `torch.save` files (read with
 `weights_only=True`: nothing is unpickled beyond tensors and containers; a
 torchvision or timm state_dict is canonical as it is), Keras `.keras` archives (of
-our ResNet or of a keras.applications ResNet), Keras `.weights.h5`, ONNX graphs
+our ResNet, of a keras.applications ResNet, or of any functional model a spec holds:
+resnet_keras.from_model), Keras `.weights.h5`, ONNX graphs
 that kept their BatchNorms, and directories: transformers' `save_pretrained` and
 keras-hub's presets (interop/directories.py). Every write goes to a temp file (or
 directory) renamed into place, so a failure leaves no half-written output.
@@ -170,9 +171,12 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
             return _pick_spec(path, model.spec, spec), rk.export_weights(model), False
         try:
             found, weights = rk.from_keras_applications(model)
-        except SpecError as err:
-            raise CheckpointError(f"{path}: a .keras model that is neither a resnet-rosetta ResNet nor a "
-                                  f"keras.applications ResNet: {err}") from None
+        except SpecError:
+            try:  # any other ResNet-shaped functional or Sequential model (a fine-tuned one, a hand-written one)
+                found, weights, _ = rk.from_model(model)
+            except SpecError as err:
+                raise CheckpointError(f"{path}: a .keras model that is not a ResNet a spec can hold: {err}") from None
+            return _pick_spec(path, found, spec), weights, False
         return _pick_spec(path, found, spec), weights, True
     model = rk.build(_need_spec(path, spec))
     try:
