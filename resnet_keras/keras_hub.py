@@ -198,8 +198,10 @@ def config_of_spec(spec: ResNetSpec) -> dict[str, Any]:
 
 
 def _name(spec: ResNetSpec, block_type: str) -> str:
+    """keras-hub's own numbering (resnet_vd_101: one stem conv counted, whatever the stem)."""
     variant = "_vd" if block_type.endswith("_vd") else "_v2" if spec.preactivation else ""
-    return f"keras_hub_resnet{variant}_{spec.depth}"
+    layers = 2 + sum(s.depth for s in spec.stages) * (3 if spec.block == "bottleneck" else 2)
+    return f"keras_hub_resnet{variant}_{layers}"
 
 
 def _parts(model: Any) -> tuple[Any, dict[str, Any]]:
