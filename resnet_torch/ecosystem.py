@@ -87,8 +87,9 @@ def to_torchvision(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> torch
     Raises SpecError naming every field torchvision's constructor cannot express
     (pre-activation, conv biases, a non-torchvision stem or pool, stage widths or
     strides, shortcuts other than B, the stride on the bottleneck's 1x1, ...), and
-    WeightsError listing every tensor that does not fit, before building anything. A
-    fine-tuned classifier (`head.layers`) becomes an nn.Sequential in `fc`'s place.
+    WeightsError listing every tensor that does not fit, before building anything. As
+    fine-tuning does, a classifier (`head.layers`) becomes an nn.Sequential in `fc`'s
+    place and other `in_channels` a new `conv1`.
     """
     import torchvision.models.resnet as tv
 
@@ -109,6 +110,8 @@ def to_torchvision(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> torch
         )
         if spec.head.sequential:  # a fine-tuned classifier, where fine-tuning puts it
             model.fc = classifier(spec)
+        if spec.in_channels != 3:  # torchvision's constructor takes 3; a gray or multispectral model swaps conv1
+            model.conv1 = nn.Conv2d(spec.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         return model
 
     return _build_loaded(build, checked)
@@ -130,6 +133,7 @@ def _torchvision_problems(spec: ResNetSpec) -> list[str]:
         batchnorm=_torch_bn(spec.batchnorm),
         zero_init_last_bn=spec.zero_init_last_bn,
         num_classes=spec.num_classes if spec.num_classes is not None else 1000,
+        in_channels=spec.in_channels,  # conv1 replaced, as for one-channel images
         # a classifier in fc's place is torchvision's model fine-tuned; pooling and dropout are its own
         head=dataclasses.replace(spec.head, pool="avg", dropout=0.0) if spec.num_classes is not None else HeadSpec(),
     )

@@ -154,8 +154,9 @@ def family_models(spec, **keras_overrides):
     return torch_model, keras_model, weights
 
 
-@pytest.mark.keras_backend
-@pytest.mark.parametrize("name", FAMILY_DIFF)
+# per backend: one net shows layer outputs (SE's sub-layers, BlurPool, GroupNorm) are read alike on each
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.keras_backend) if n == "se_gn_std_blur" else n
+                                  for n in FAMILY_DIFF])
 def test_a_faithful_port_of_timm_layers_agrees_at_every_layer(name):
     from resnet_rosetta.interop.layer_outputs import probe_names
 
