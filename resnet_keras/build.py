@@ -8,7 +8,7 @@ from typing import Any
 import keras
 
 from resnet_keras.blocks import residual_block
-from resnet_keras.layers import run
+from resnet_keras.layers import initial_draws, run
 from shared_specs import ResNetSpec, make_plan, resolve_spec
 
 
@@ -20,17 +20,20 @@ class ResNet(keras.Model):
     `get_config` is the spec, so `.keras` files rebuild the same network.
     """
 
-    def __init__(self, spec: ResNetSpec, dtype: Any = None, **kwargs: Any) -> None:
+    def __init__(self, spec: ResNetSpec, dtype: Any = None, initialize: bool = True, **kwargs: Any) -> None:
         plan = make_plan(spec)
         # torchvision's zero_init_residual: the BN closing each block starts at gamma = 0
         zero_gamma = (frozenset(b.last_bn.name for b in plan.blocks() if b.last_bn) if spec.zero_init_last_bn
                       else frozenset())
-        inputs = keras.Input(shape=(None, None, spec.in_channels), dtype=dtype, name="input")
-        x = run(plan.stem, inputs, dtype)
-        for block in plan.blocks():
-            x = residual_block(x, block, dtype, zero_gamma)
-        x = run(plan.post, x, dtype)
-        x = run(plan.head, x, dtype)
+        # a mixed-precision policy ("mixed_bfloat16") takes its variables' dtype as input
+        input_dtype = None if dtype is None else keras.dtype_policies.get(dtype).variable_dtype
+        inputs = keras.Input(shape=(None, None, spec.in_channels), dtype=input_dtype, name="input")
+        with initial_draws(initialize):  # Keras creates (and fills) each variable as its layer is called
+            x = run(plan.stem, inputs, dtype)
+            for block in plan.blocks():
+                x = residual_block(x, block, dtype, zero_gamma)
+            x = run(plan.post, x, dtype)
+            x = run(plan.head, x, dtype)
         kwargs.setdefault("name", spec.name)
         # Keras maps the functional graph recursively, a few frames per layer:
         # cifar_resnet1202's ~3,600 layers exceed Python's default limit of 1,000.
@@ -50,9 +53,13 @@ class ResNet(keras.Model):
         return cls(ResNetSpec.from_dict(config.pop("spec")), **config)
 
 
-def build(spec_or_name: ResNetSpec | str, *, dtype: Any = None, **overrides: Any) -> ResNet:
+def build(spec_or_name: ResNetSpec | str, *, dtype: Any = None, initialize: bool = True, **overrides: Any) -> ResNet:
     """A Keras ResNet from a spec or a preset name (`overrides` replace spec fields).
+
+    `initialize=False` draws no random values (convs and classifier start at zero): for a
+    model whose weights are imported next, where the draws (a third of a resnet50's
+    build) would be overwritten.
 
     >>> model = build("resnet50", num_classes=10)
     """
-    return ResNet(resolve_spec(spec_or_name, **overrides), dtype=dtype)
+    return ResNet(resolve_spec(spec_or_name, **overrides), dtype=dtype, initialize=initialize)

@@ -18,11 +18,12 @@ import numpy as np
 
 from resnet_keras.build import ResNet
 from resnet_keras.weights import canonical_variables
-from shared_specs import WeightsError
+from shared_specs import SpecError, WeightsError
 from shared_specs.training import (
     MOMENTUM_PREFIX,
     Metrics,
     SGDConfig,
+    StepOptions,
     check_optimizer_state,
     check_trainable,
     classification_metrics,
@@ -87,19 +88,48 @@ def _floatx(dtype: str) -> Iterator[None]:
         keras.config.set_floatx(previous)
 
 
-def make_optimizer(model: ResNet, config: SGDConfig) -> TorchSGD:
+# Keras decides mixed precision when a model is built (each layer's dtype policy), not per step.
+_POLICIES = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def model_dtype(options: StepOptions) -> str | None:
+    """The `dtype` to build the model with for `options.precision` (a mixed-precision
+    policy: float32 variables, bf16/fp16 compute); None for fp32."""
+    return _POLICIES[options.precision]
+
+
+def make_optimizer(model: ResNet, config: SGDConfig, options: StepOptions | None = None) -> TorchSGD:
     """A TorchSGD over every trainable variable, and `model` compiled to train with it
-    on cross-entropy from logits (trap 13: Keras's default expects probabilities)."""
+    on cross-entropy from logits (trap 13: Keras's default expects probabilities).
+
+    `options.compile` asks for jit_compile=True (XLA on TensorFlow, where Keras's
+    default runs CPUs without it; torch.compile on the torch backend); otherwise Keras
+    decides ("auto": JAX always compiles). `options.precision` must match the policy
+    the model was built with (`model_dtype`); fp16 wraps the optimizer in Keras's
+    LossScaleOptimizer. `channels_last` changes nothing: Keras is NHWC already.
+    """
     check_trainable(model.spec)
+    options = options or StepOptions()
+    built, wanted = _policy(model), model_dtype(options)
+    if built != wanted and (wanted is not None or built.startswith("mixed")):  # fp32: float32 or float64
+        raise SpecError(f"precision {options.precision!r} needs the model built with "
+                        f"dtype={model_dtype(options)!r}; it was built with {built!r}")
     with _floatx(_dtype(model)):
         optimizer = TorchSGD(config.lr, config.momentum, config.weight_decay, config.nesterov)
+        scaled = keras.optimizers.LossScaleOptimizer(optimizer) if options.precision == "fp16" else optimizer
         model.compile(
-            optimizer=optimizer,
+            optimizer=scaled,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=True if options.compile else "auto",
         )
-    optimizer.build(model.trainable_variables)
+    scaled.build(model.trainable_variables)
     return optimizer
+
+
+def _policy(model: ResNet) -> str:
+    """The dtype policy the model's layers were built with ("float32", "mixed_bfloat16", ...)."""
+    return next(layer for layer in model.layers if layer.weights).dtype_policy.name
 
 
 def set_learning_rate(optimizer: TorchSGD, lr: float) -> None:
@@ -117,7 +147,7 @@ def _nhwc(images: np.ndarray, model: ResNet) -> np.ndarray:
 
 def train_step(model: ResNet, optimizer: TorchSGD, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
     """One SGD step on one batch in training mode; returns (mean loss, correct predictions)."""
-    if model.optimizer is not optimizer:
+    if optimizer not in (model.optimizer, getattr(model.optimizer, "inner_optimizer", None)):
         raise ValueError("the model is not compiled with this optimizer; create it with make_optimizer(model, ...)")
     logs = model.train_on_batch(_nhwc(images, model), np.asarray(labels, dtype=np.int64), return_dict=True)
     return float(logs["loss"]), int(round(float(logs["accuracy"]) * len(labels)))

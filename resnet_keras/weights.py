@@ -113,6 +113,6 @@ def load_weights(model: ResNet, path: str | os.PathLike[str]) -> None:
 def load_model(path: str | os.PathLike[str]) -> ResNet:
     """Build the model a canonical checkpoint describes and load its weights."""
     spec, weights = read_spec_and_weights(path)
-    model = build(spec)
+    model = build(spec, initialize=False)  # every value is imported next
     import_weights(model, weights, source=str(path))
     return model

@@ -123,8 +123,9 @@ class Framework:
 
     def build(self, spec: Any, weights: Mapping[str, np.ndarray] | None = None, *, dtype: Any = None,
               source: str = "weights") -> Any:
-        """Our ResNet of `spec` in inference mode, `weights` (canonical) loaded if given."""
-        model = self.package.build(spec, dtype=dtype)
+        """Our ResNet of `spec` in inference mode, `weights` (canonical) loaded if given
+        (then nothing random is drawn first: it would be overwritten)."""
+        model = self.package.build(spec, dtype=dtype, initialize=weights is None)
         if weights is not None:
             self.package.import_weights(model, weights, source=source)
         return self._placed(model)

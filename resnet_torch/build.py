@@ -21,7 +21,7 @@ class ResNet(nn.Module):
     (`avgpool`, `fc`): for torchvision presets, the same tree as torchvision's ResNet.
     """
 
-    def __init__(self, spec: ResNetSpec) -> None:
+    def __init__(self, spec: ResNetSpec, initialize: bool = True) -> None:
         super().__init__()
         self.spec = spec
         plan = make_plan(spec)
@@ -31,7 +31,8 @@ class ResNet(nn.Module):
         self.stage_names = tuple(stage.name for stage in plan.stages)
         self.post_names = install(self, plan.post)
         self.head_names = install(self, plan.head)
-        self._init_weights(plan)
+        if initialize:
+            self._init_weights(plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = run(self, self.stem_names, x)
@@ -55,10 +56,14 @@ class ResNet(nn.Module):
                 nn.init.zeros_(self.get_submodule(block.last_bn.name).weight)  # type: ignore[union-attr]
 
 
-def build(spec_or_name: ResNetSpec | str, *, dtype: torch.dtype | None = None, **overrides: Any) -> ResNet:
+def build(spec_or_name: ResNetSpec | str, *, dtype: torch.dtype | None = None, initialize: bool = True,
+          **overrides: Any) -> ResNet:
     """A PyTorch ResNet from a spec or a preset name (`overrides` replace spec fields).
+
+    `initialize=False` skips torchvision's initialisation (the modules keep their
+    constructors' values): for a model whose weights are imported next.
 
     >>> model = build("resnet50", num_classes=10)
     """
-    model = ResNet(resolve_spec(spec_or_name, **overrides))
+    model = ResNet(resolve_spec(spec_or_name, **overrides), initialize)
     return model.to(dtype) if dtype is not None else model

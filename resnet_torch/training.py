@@ -9,7 +9,10 @@ either framework.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from shared_specs.training import (
     MOMENTUM_PREFIX,
     Metrics,
     SGDConfig,
+    StepOptions,
     check_optimizer_state,
     check_trainable,
     classification_metrics,
@@ -28,11 +32,64 @@ from shared_specs.training import (
 )
 
 
-def make_optimizer(model: ResNet, config: SGDConfig) -> torch.optim.SGD:
-    """torch.optim.SGD over every parameter (weight decay included: torch's default)."""
+class _Step:
+    """How `train_step` computes a step for one optimizer: its StepOptions, the fp16 loss
+    scaler, and the torch.compile'd model (compiled once, on the first step)."""
+
+    def __init__(self, options: StepOptions, device: torch.device) -> None:
+        self.options = options
+        self.scaler = torch.amp.GradScaler(device.type) if options.precision == "fp16" else None
+        self._compiled: tuple[torch.nn.Module, Any] | None = None
+
+    def forward(self, model: torch.nn.Module) -> Any:
+        if not self.options.compile:
+            return model
+        if self._compiled is None or self._compiled[0] is not model:
+            self._compiled = (model, torch.compile(model))
+        return self._compiled[1]
+
+
+# Keyed by the optimizer that train_step receives anyway, so that the step's options travel
+# with it and every signature stays the Keras twin's; an optimizer made elsewhere steps in fp32.
+_STEPS: weakref.WeakKeyDictionary[torch.optim.Optimizer, _Step] = weakref.WeakKeyDictionary()
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_optimizer(model: ResNet, config: SGDConfig, options: StepOptions | None = None) -> torch.optim.SGD:
+    """torch.optim.SGD over every parameter (weight decay included: torch's default).
+
+    `options` choose how `train_step` computes with it: autocast to bf16/fp16 (fp16 with
+    a GradScaler), channels_last (the model is converted here, in place), torch.compile.
+    """
     check_trainable(model.spec)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.nesterov, dampening=0.0)
+    options = options or StepOptions()
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov, dampening=0.0)
+    _STEPS[optimizer] = _Step(options, next(model.parameters()).device)
+    return optimizer
+
+
+def model_dtype(options: StepOptions) -> None:
+    """None: mixed precision keeps float32 weights and autocasts each step (the Keras twin
+    builds its model with a mixed-precision policy instead)."""
+    return None
+
+
+def step_options(optimizer: torch.optim.Optimizer) -> StepOptions:
+    """The StepOptions `optimizer` was made with (defaults for one made elsewhere)."""
+    step = _STEPS.get(optimizer)
+    return step.options if step is not None else StepOptions()
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, precision: str) -> Iterator[None]:
+    if precision == "fp32":
+        yield
+    else:
+        with torch.autocast(device.type, dtype=_HALF[precision]):
+            yield
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -40,25 +97,40 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _to_model(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_model(model: torch.nn.Module, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch as tensors on the model's device (numpy arrays, or tensors already there)."""
     p = next(model.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device=p.device, dtype=p.dtype)
-    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(p.device)
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if p.device.type == "cuda" and x.device.type == "cpu":  # pinned: the copy overlaps queued kernels
+        x = x.pin_memory()
+    x = x.to(device=p.device, dtype=p.dtype, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = labels if isinstance(labels, torch.Tensor) else torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return x, y.to(p.device, non_blocking=True)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray,
-               labels: np.ndarray) -> tuple[float, int]:
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: np.ndarray | torch.Tensor,
+               labels: np.ndarray | torch.Tensor) -> tuple[float, int]:
     """One SGD step on one batch in training mode; returns (mean loss, correct predictions).
 
     `model` may be a DistributedDataParallel wrapper: it averages the gradients.
     """
+    step = _STEPS.get(optimizer) or _Step(StepOptions(), torch.device("cpu"))
     model.train()
-    x, y = _to_model(model, images, labels)
+    x, y = _to_model(model, images, labels, step.options.channels_last)
     optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    optimizer.step()
+    with _autocast(x.device, step.options.precision):
+        logits = step.forward(model)(x)
+        loss = F.cross_entropy(logits.float() if logits.dtype in _HALF.values() else logits, y)  # float64 stays
+    if step.scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        step.scaler.scale(loss).backward()
+        step.scaler.step(optimizer)
+        step.scaler.update()
     return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
 
 

@@ -88,6 +88,45 @@ class SGDConfig:
         return cls(**data)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a training step is computed, not which update it computes (up to rounding).
+
+    `precision`: "fp32", or "bf16"/"fp16" mixed precision (weights, optimizer state and
+    the update stay float32; convolutions and matmuls run in the half type; fp16 scales
+    the loss against underflow). `channels_last`: PyTorch's NHWC memory format (Keras
+    is NHWC already). `compile`: torch.compile, or Keras's jit_compile (XLA on
+    TensorFlow; JAX always compiles; torch.compile on Keras's torch backend). None of
+    them changes the network or the batches; mixed precision changes the rounding
+    (docs/training.md, "Fast training", says by how much).
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SpecError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepOptions:
+        if not isinstance(data, dict):
+            raise SpecError(f"step options must be an object, got {type(data).__name__}")
+        if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
+            raise SpecError(f"unknown step option(s) {unknown}")
+        return cls(**data)
+
+
 @dataclass(frozen=True)
 class Augment:
     """The CIFAR augmentation of He et al. 2015: pad `pad` zero pixels, crop back at

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from resnet_rosetta.frameworks import KerasFramework
 from resnet_rosetta.interop.files import (
     OUTPUT_FORMATS,
     ModelFile,
     format_for_output,
+    read_back_keras,
     read_model,
     read_model_file,
     write_model_file,
@@ -66,8 +68,10 @@ def run_port(args: argparse.Namespace) -> int:
     fmt = format_for_output(args.output, args.to)  # refused before anything slow is read
     source = read_source(args)
     spec = source.spec
+    # Keras files: the model built to write is the one read back into and compared (one Keras build)
+    keras_model = KerasFramework().build(spec, source.weights) if fmt in ("keras", "keras-weights") else None
     notes = write_model_file(args.output, spec, source.weights, fmt, preprocessing=source.preprocessing,
-                             labels=source.labels)
+                             labels=source.labels, keras_model=keras_model)
     print(f"wrote {args.output} ({fmt}, {spec.name}, {len(source.weights)} tensors)")
     for note in notes:
         print(f"note: {note}")
@@ -76,9 +80,14 @@ def run_port(args: argparse.Namespace) -> int:
     if fmt in ("transformers", "keras-hub"):
         print(_library_parity(args.output, fmt, source, args.input_size))
         return 0
-    # a keras.applications model carries its own spec, named after its preset
-    _, written = read_model_file(args.output, None if fmt == "keras-applications" else spec)
-    print(describe(measure_parity(spec, written, (args.input_size, args.input_size))))
+    if keras_model is not None:
+        written = read_back_keras(keras_model, args.output)
+        if changed := [k for k, v in source.weights.items() if not np.array_equal(written[k], v)]:
+            raise CheckpointError(f"{args.output}: {len(changed)} tensors read back differ from those written, "
+                                  f"e.g. {changed[0]}")
+    else:  # a keras.applications model carries its own spec, named after its preset
+        _, written = read_model_file(args.output, None if fmt == "keras-applications" else spec)
+    print(describe(measure_parity(spec, written, (args.input_size, args.input_size), keras_model=keras_model)))
     return 0
 
 

@@ -25,12 +25,12 @@ from resnet_rosetta.training.runs import (
     train,
 )
 from shared_specs import SpecError, get_spec
-from shared_specs.training import SGDConfig
+from shared_specs.training import PRECISIONS, SGDConfig
 
 # Defaults of the options that define a run; None on the command line means "not given",
 # so that --resume can tell an explicit (and conflicting) choice from a default.
 DEFAULTS: dict[str, Any] = {"batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
-                            "milestones": (), "gamma": 0.1, "seed": 0, "augment": True}
+                            "milestones": (), "gamma": 0.1, "seed": 0, "augment": True, "precision": "fp32"}
 
 
 def register(sub: Any) -> None:
@@ -59,6 +59,15 @@ def register(sub: Any) -> None:
                    help="skip the pad-and-crop + flip augmentation CIFAR gets by default")
     p.add_argument("--channels", type=int, choices=(1, 3), help="digits only: 1 gray channel or 3 copies (default 3)")
     p.add_argument("--subset", type=_positive, help="use only the first N training and test images (quick runs)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default), or bf16/fp16 mixed precision: float32 weights and update, half-precision "
+                        "convolutions (torch autocast; a Keras mixed policy); a setting of the run, as it changes "
+                        "the rounding (docs/training.md: by how much)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="torch: NHWC memory format, faster convolutions on GPUs and recent CPUs (Keras is NHWC)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model; Keras: jit_compile=True (XLA on TensorFlow, which Keras leaves off "
+                        "on CPUs; JAX always compiles)")
     _add_framework_options(p)
     p.add_argument("--distributed", action="store_true",
                    help="data parallel: torch under torchrun (gloo on CPU, NCCL on GPU), Keras on every JAX device")
@@ -115,7 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if args.preset is None or args.data is None:
         raise SpecError("train needs --preset and --data (or --resume with the --out of an earlier run)")
     sgd = SGDConfig(**{**{k: DEFAULTS[k] for k in sgd_keys}, **sgd_given})
-    run = {k: DEFAULTS[k] for k in ("batch_size", "seed", "augment")}
+    run = {k: DEFAULTS[k] for k in ("batch_size", "seed", "augment", "precision")}
     return RunSettings(spec=get_spec(args.preset), data=_data_source(args.data), sgd=sgd, **{**run, **run_given})
 
 
@@ -128,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     framework = load_framework(args.framework, args.backend, args.device)
     train(settings, args.out, framework, args.epochs, resume=args.resume, distributed=args.distributed,
-          verbose=not args.quiet)
+          verbose=not args.quiet, channels_last=args.channels_last, compile=args.compile)
     return 0
 
 

@@ -178,7 +178,7 @@ def _read_unchecked(path: Path, spec: ResNetSpec | None) -> tuple[ResNetSpec, di
                 raise CheckpointError(f"{path}: a .keras model that is not a ResNet a spec can hold: {err}") from None
             return _pick_spec(path, found, spec), weights, False
         return _pick_spec(path, found, spec), weights, True
-    model = rk.build(_need_spec(path, spec))
+    model = rk.build(_need_spec(path, spec), initialize=False)  # the file's weights are loaded next
     try:
         _load_keras_weights(model, path)
         return model.spec, rk.export_weights(model), False
@@ -207,6 +207,18 @@ def _load_keras_weights(model: object, path: Path) -> None:
         model.load_weights(path)  # type: ignore[attr-defined]
 
 
+def read_back_keras(model: object, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The canonical weights of a .keras or .weights.h5 file written from our Keras `model`,
+    loaded into that model (its architecture is the file's: nothing is rebuilt)."""
+    import resnet_keras as rk
+
+    try:
+        _load_keras_weights(model, Path(path))
+    except Exception as err:  # Keras raises ValueError and others
+        raise CheckpointError(f"{path}: the written file does not load back: {_one_line(err)}") from None
+    return rk.export_weights(model)  # type: ignore[arg-type]
+
+
 def _one_line(err: BaseException, limit: int = 300) -> str:
     text = " ".join(str(err).split()) or type(err).__name__  # Keras's messages span several lines
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -214,7 +226,7 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Mapping[str, np.ndarray],
                      to: str | None = None, *, preprocessing: pre.Preprocessing | None = None,
-                     labels: list[str] | None = None) -> list[str]:
+                     labels: list[str] | None = None, keras_model: object = None) -> list[str]:
     """Write `weights` of `spec` atomically, in format `to` or else the one `path`'s suffix names;
     returns notes on what the format could not keep.
 
@@ -223,7 +235,8 @@ def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Ma
     none of `spec`); "onnx" the graph `resnet_torch.export_onnx` writes; "transformers"
     and "keras-hub" a directory their own `from_pretrained` / `from_preset` load.
     `preprocessing` and `labels` go into the safetensors metadata and those directories;
-    the other formats have no place for them.
+    the other formats have no place for them. `keras_model`, our Keras model already
+    holding `weights`, is saved as it is for "keras" and "keras-weights" (no second build).
     """
     fmt = format_for_output(path, to)
     if fmt in ("transformers", "keras-hub"):
@@ -243,7 +256,7 @@ def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Ma
     if fmt == "onnx":
         import resnet_torch as rt
 
-        source = rt.build(spec)
+        source = rt.build(spec, initialize=False)
         rt.import_weights(source, weights)
         rt.export_onnx(source, path)
         return notes
@@ -251,8 +264,10 @@ def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Ma
 
     if fmt == "keras-applications":
         model = rk.to_keras_applications(spec, weights)
+    elif keras_model is not None:
+        model = keras_model
     else:
-        model = rk.build(spec)
+        model = rk.build(spec, initialize=False)
         rk.import_weights(model, weights)
     target = Path(path)
     # Keras insists on the suffix, so the temp file keeps it; renamed when complete.

@@ -16,14 +16,20 @@ mean and standard deviation, so both frameworks receive identical float32 batche
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from shared_specs.errors import DataError
 from shared_specs.training import Augment
 
+T = TypeVar("T")
 DIGITS_SPLIT_SEED = 0  # the fixed permutation behind the digits train/test split
 DIGITS_TEST_FRACTION = 0.2
 
@@ -173,3 +179,61 @@ def _dataset(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
     std = np.sqrt(np.maximum(hist @ values**2 / hist.sum(axis=1) - mean**2, 1e-12))
     return Dataset(name, train_x, train_y, test_x, test_y, num_classes, scale, mean.astype(np.float32),
                    std.astype(np.float32), augment, names)
+
+
+class Prefetch:
+    """Iterate `batches` made `depth` ahead by a background thread, counting how long the
+    consumer waited for them (`waited`, seconds).
+
+    The batch pipeline (numpy indexing, augmentation, normalisation) then runs while the
+    framework computes the previous step, and `waited` says whether it kept up: ~0 when
+    the step is the bottleneck, which `train` prints per epoch beside the step time.
+    The order of batches is the iterable's: one thread makes them, in turn.
+    """
+
+    def __init__(self, batches: Iterable[T], depth: int = 2) -> None:
+        self.waited = 0.0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(iter(batches),), daemon=True)
+        self._thread.start()
+
+    def _fill(self, source: Iterator[T]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put(_Failed(err))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while True:
+                began = time.perf_counter()
+                item = self._queue.get()
+                self.waited += time.perf_counter() - began
+                if item is _END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            self._stop.set()  # a consumer that stops early (an error in a step) releases the thread
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from resnet_rosetta.frameworks import Framework, get_framework
-from resnet_rosetta.training.data import Dataset, load_dataset
+from resnet_rosetta.training.data import Dataset, Prefetch, load_dataset
 from shared_specs import CheckpointError, ResNetSpec, SpecError, read_checkpoint, write_checkpoint
 from shared_specs.checkpoint import atomic_write, read_spec_and_weights
 from shared_specs.spec import describe_differences, differences
-from shared_specs.training import Metrics, SGDConfig, epoch_batches, initial_weights
+from shared_specs.training import Metrics, SGDConfig, StepOptions, epoch_batches, initial_weights
 
 STATE_FILE = "train_state.safetensors"
 HISTORY_FILE = "history.json"
@@ -53,6 +53,13 @@ class RunSettings:
     seed: int = 0
     augment: bool = True
     subset: int | None = None  # first N training and test examples, for quick runs
+    # fp32, or bf16/fp16 mixed precision: it changes the rounding, so the trajectory (runs
+    # recorded before this field read as fp32). channels_last and compile change speed only:
+    # options of each invocation, not settings.
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        StepOptions(self.precision)  # validates it
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "spec": self.spec.to_dict(), "sgd": self.sgd.to_dict()}
@@ -116,13 +123,14 @@ def read_state(out: Path) -> tuple[RunState, dict[str, np.ndarray]]:
 
 
 def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: int, *, resume: bool = False,
-          distributed: bool = False, verbose: bool = True,
+          distributed: bool = False, verbose: bool = True, channels_last: bool = False, compile: bool = False,
           on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train until `epochs` epochs are done; returns the history. See the module docstring.
 
     `resume` continues the run recorded in `out` (its settings must equal `settings`);
     without it, `out` must not hold a run. `on_epoch_end(epoch, record)` is called once
-    an epoch's files are committed.
+    an epoch's files are committed. `channels_last` and `compile` make steps faster
+    (shared_specs.training.StepOptions, with the settings' precision).
     """
     out = Path(out)
     if epochs < 1:
@@ -152,11 +160,12 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
         out.mkdir(parents=True, exist_ok=True)
         weights, buffers, start, history = initial_weights(spec, settings.seed), {}, 0, []
     fw = framework.training
-    model = framework.build(spec, weights)
+    options = StepOptions(settings.precision, channels_last, compile)
+    model = framework.build(spec, weights, dtype=fw.model_dtype(options))
     trained = model
     if context is not None:
         trained = framework.distributed.data_parallel(model, context)  # type: ignore[union-attr]
-    optimizer = fw.make_optimizer(model, settings.sgd)
+    optimizer = fw.make_optimizer(model, settings.sgd, options)
     fw.load_optimizer_state(model, optimizer, buffers)
     main = context is None or context.is_main
     augment = data.augment if settings.augment else None
@@ -169,15 +178,18 @@ def train(settings: RunSettings, out: str | Path, framework: Framework, epochs: 
         batches = ((data.prepare(x), y) for x, y in batches)
         if context is not None:
             batches = (context.local_batch(x, y) for x, y in batches)
+        prefetched = Prefetch(batches)  # made while the previous step computes
         with _progress_bar(verbose and main, len(data.train_labels) // settings.batch_size,
                            f"epoch {epoch + 1}/{epochs}") as update:
-            train_metrics = fw.train_epoch(trained, optimizer, batches, update)
+            train_metrics = fw.train_epoch(trained, optimizer, prefetched, update)
+        train_seconds = time.perf_counter() - began
         if context is not None:
             train_metrics = context.reduce(train_metrics)
         if main:
             test = fw.evaluate(model, data.prepare(data.test_images), data.test_labels)
             record = _record(epoch + 1, lr, train_metrics, test, time.perf_counter() - began, framework.name,
                              1 if context is None else context.world_size)
+            record.update(train_seconds=round(train_seconds, 3), data_wait_seconds=round(prefetched.waited, 3))
             history = [*history, record]
             checkpoint = f"epoch-{epoch + 1:04d}.safetensors"
             write_checkpoint(out / checkpoint, framework.package.export_weights(model), spec,
@@ -248,7 +260,8 @@ def _summary(r: dict[str, Any]) -> str:
     replicas = f", {r['replicas']} replicas" if r["replicas"] > 1 else ""
     return (f"epoch {r['epoch']}: train loss {r['train_loss']:.4f} acc {r['train_accuracy']:.4f} | "
             f"test loss {r['test_loss']:.4f} acc {r['test_accuracy']:.4f} | lr {r['lr']:.4g} | {r['seconds']:.1f}s "
-            f"({r['framework']}{replicas})")
+            f"({r['framework']}{replicas}; training {r['train_seconds']:.1f}s, of it waiting for data "
+            f"{r['data_wait_seconds']:.2f}s)")
 
 
 @contextlib.contextmanager
