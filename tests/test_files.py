@@ -64,7 +64,8 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_run(capsys, tmp_path,
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"conv1.weight": RunsCode()}, f)
-    refuse(capsys, tmp_path, path, "not a loadable weights-only torch file")
+    # the callable named, and not torch's advice to load with weights_only=False
+    refuse(capsys, tmp_path, path, "the file holds Python code (posix.system), which resnet-rosetta will not run")
     assert not (tmp_path / "pwned").exists()
 
 

@@ -18,6 +18,7 @@ written into each target's own config (`read_model` / `write_model_file`).
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -284,7 +285,9 @@ def write_model_file(path: str | os.PathLike[str], spec: ResNetSpec, weights: Ma
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
     torch, _ = import_frameworks()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of pickle protocols before refusing them: the error says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for code-executing pickles, RuntimeError for damage
         raise CheckpointError(_torch_load_error(path, err)) from None
     for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint wrappers
@@ -304,9 +307,37 @@ def _torch_load_error(path: Path, err: Exception) -> str:
         name = words[1] if len(words) > 1 else "a Python object"
         return f"{path}: the file holds Python code ({name}), which resnet-rosetta will not run: it loads weights only"
     if "WeightsUnpickler error:" in text:
+        code = [name for name in _pickle_globals(path) if not name.startswith(("torch.", "collections.", "_codecs."))]
+        if code:  # torch stopped at an opcode it does not take, before the call: name what would have run
+            return f"{path}: the file holds Python code ({code[0]}), which resnet-rosetta will not run: it loads " \
+                   "weights only"
         lines = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
         return f"{path}: not a torch file of tensors ({lines[0] if lines else 'an unreadable pickle'})"
     return f"{path}: not a loadable torch file: {text.strip().splitlines()[0] if text.strip() else type(err).__name__}"
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The `module.name` of every class or function a pickle (a legacy torch file, or a zip's
+    data.pkl) would import, read with pickletools: its opcodes are parsed, nothing is run."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        names, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                names.append(".".join(str(arg).split(" ", 1)))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return names
+    except Exception:  # a damaged pickle: torch's own message says enough
+        return []
 
 
 def _need_spec(path: Path, spec: ResNetSpec | None) -> ResNetSpec:
