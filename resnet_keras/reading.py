@@ -108,9 +108,8 @@ def _layer(layer: Any, name: str, inputs: list[int], nodes: list[Node]) -> int:
                               "groups": layer.groups, "bias": layer.use_bias})
         return _activation(layer, name, index, nodes)
     if isinstance(layer, L.BatchNormalization):
-        if layer.axis not in (-1, len(layer.input.shape) - 1, [-1]) and list(np.atleast_1d(layer.axis)) not in (
-                [-1], [len(layer.input.shape) - 1]) or not (layer.center and layer.scale) or layer.renorm:
-            return emit(f"unknown {kind}", {"why": "axis, center, scale or renorm"})
+        if layer.axis not in (-1, len(layer.input.shape) - 1) or not (layer.center and layer.scale) or layer.renorm:
+            return emit(f"unknown {kind}", {"why": "not over the last axis, without center or scale, or renorm"})
         biased = not isinstance(layer, UnbiasedBatchNormalization)  # Keras's own folds in the biased variance
         return emit("bn", {"channels": layer.gamma.shape[0], "epsilon": float(layer.epsilon),
                            "decay": float(layer.momentum), "running_var": "biased" if biased else "unbiased"})
