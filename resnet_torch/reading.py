@@ -30,6 +30,8 @@ from shared_specs.spec import decay_from_torch_momentum
 # Modules read as one op rather than traced into (torch.nn's own are leaves already).
 _LEAVES: tuple[type, ...] = (ours.PaddedMaxPool2d, ours.Subsample, ours.ChannelPad, ours.GlobalAvgPool, ours.GlobalPool,
                              ours.SameConv2d, ours.BiasedBatchNorm2d, ours.BiasedBatchNorm1d)
+# F.max_pool2d dispatches on return_indices; fx records whichever of these it reached (the average last)
+_FUNCTIONAL_POOLS = (F.max_pool2d, F._max_pool2d, torch.max_pool2d, F.avg_pool2d)
 _TIMM_POOL = "SelectAdaptivePool2d"  # timm's global pool (avg, max, avgmax, catavgmax), read by its pool_type
 
 
@@ -154,6 +156,8 @@ def _function(n: fx.Node, inputs: list[int], emit: Any, nodes: list[Node]) -> in
     if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d) and _arg(n, 1, "output_size") in (1, (1, 1), [1, 1]):
         return emit(Node("gap", n.name, {"mode": "avg" if target is F.adaptive_avg_pool2d else "max"}, inputs,
                          f"{kind}()"))
+    if target in _FUNCTIONAL_POOLS:
+        return _functional_pool(n, inputs, emit, kind)
     if target in (torch.mean, "mean") and _spatial_dims(_arg(n, 1, "dim")):
         return emit(Node("gap", n.name, {"mode": "avg"}, inputs, f"{kind}()"))
     if target in (F.dropout, torch.dropout) and not _arg(n, 3, "inplace"):
@@ -173,6 +177,23 @@ def _function(n: fx.Node, inputs: list[int], emit: Any, nodes: list[Node]) -> in
     if target is operator.getitem and not isinstance(n.args[1], (slice, tuple)):
         return None  # an element of a shape or of a tuple of sizes
     return emit(Node(f"unknown {kind}", n.name, {}, inputs, f"{kind}()"))
+
+
+def _functional_pool(n: fx.Node, inputs: list[int], emit: Any, kind: str) -> int:
+    """F.max_pool2d / F.avg_pool2d, read as their modules are."""
+    maximum = n.target in _FUNCTIONAL_POOLS[:-1]
+    k = _pair(_arg(n, 1, "kernel_size"))
+    stride = _pair(_arg(n, 2, "stride") or _arg(n, 1, "kernel_size"))  # stride=None: the window
+    padding = _pair(_arg(n, 3, "padding", 0))
+    ceil = bool(_arg(n, 5 if maximum else 4, "ceil_mode", False))
+    if None in (k, stride, padding) or (maximum and (_pair(_arg(n, 4, "dilation", 1)) != 1 or ceil)) or (
+            not maximum and (padding or _arg(n, 6, "divisor_override"))):
+        return emit(Node(f"unknown {kind}", n.name, {"why": "dilation, ceil_mode, padding or a non-square window"},
+                         inputs, f"{kind}()"))
+    if maximum:
+        return emit(Node("maxpool", n.name, {"kernel": k, "stride": stride, "padding": padding, "pad_value": "-inf"},
+                         inputs, f"{kind}()"))
+    return emit(Node("avgpool", n.name, {"kernel": k, "stride": stride, "ceil_mode": ceil}, inputs, f"{kind}()"))
 
 
 def _cat_of_pools(inputs: list[int], nodes: list[Node]) -> bool:

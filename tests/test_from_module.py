@@ -306,3 +306,22 @@ def test_keras_seeds_port_once_the_checkers_fix_is_applied() -> None:
         x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)  # the posts fix 224x224
         # float32 parity bound: summation order differs between ATen and TensorFlow's kernels (trap 15)
         assert_f32_close(torch_forward(ours, x), keras_forward(model, x), f"seed {seed_id}, fixed, ported")
+
+
+def test_functional_pools() -> None:
+    """F.max_pool2d in the stem and F.adaptive_avg_pool2d before the classifier, as hand-written code has them."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    class Functional(ResNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    model = randomize(Functional(BasicBlock, [1, 1, 1, 1], num_classes=3))
+    spec, weights, _ = rt.from_module(model)
+    assert spec.stem == get_spec("resnet18").stem
+    ours = rt.build(spec)
+    rt.import_weights(ours, weights)
+    x = random_input(spec, HW)
+    assert np.array_equal(torch_forward(ours, x), torch_forward(model, x))  # the same kernels in the same order
