@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,9 @@ from shared_specs import (
 )
 from shared_specs import plan as P
 from shared_specs.plan import IGNORED_SUFFIXES
-from shared_specs.spec import HeadSpec, decay_from_torch_momentum, torch_momentum, width_per_group_of
+from shared_specs.spec import HeadSpec, decay_from_torch_momentum, torch_momentum
 
 if TYPE_CHECKING:
-    import timm.models.resnet
     import torchvision.models
 
 Weights = dict[str, np.ndarray]
@@ -141,152 +141,6 @@ def _torchvision_problems(spec: ResNetSpec) -> list[str]:
     return problems + _differences(spec, template, "torchvision")
 
 
-# -- timm -------------------------------------------------------------------------------
-
-
-def from_timm(model_or_state_dict: nn.Module | Mapping[str, Any], **hints: Any) -> tuple[ResNetSpec, Weights]:
-    """(spec, canonical numpy weights) of a timm ResNet (resnet18 ... 152, resnet18d ... 101d, ResNeXt).
-
-    From a `timm.models.resnet.ResNet` the spec is read off its modules (stem type and
-    widths, avg-pool or conv shortcut, blocks, BatchNorm eps/momentum, head); parts
-    the spec has no counterpart for (attention, anti-aliasing, dilation, stochastic
-    depth, dropout, other activations) are refused by name. A bare state_dict goes
-    through `infer_spec` and must then be a layout timm's constructor builds.
-    `zero_init_last_bn` is timm's default True unless hinted (init only; a model
-    does not record it).
-    """
-    if isinstance(model_or_state_dict, nn.Module):
-        model = model_or_state_dict
-        _no_hints(hints, "timm")
-        from timm.layers import SelectAdaptivePool2d
-        from timm.models import resnet as tm
-
-        if not isinstance(model, tm.ResNet):
-            raise SpecError(f"expected a timm.models.resnet.ResNet, got {type(model).__name__}")
-        spec = _timm_spec(model, tm)
-        _verify_modules(model, spec, allowed=(tm.ResNet, tm.BasicBlock, tm.Bottleneck, SelectAdaptivePool2d))
-        return spec, _model_weights(model, spec, "the timm model")
-    state = _numpy_state(model_or_state_dict)
-    spec = infer_spec(state, **{k: v for k, v in hints.items() if k != "zero_init_last_bn"})
-    problems = _timm_problems(spec)
-    if problems:
-        raise SpecError("not a timm ResNet state_dict (" + "; ".join(problems) + "); shared_specs.infer_spec reads "
-                        "other layouts")
-    spec = spec.replace(zero_init_last_bn=hints.get("zero_init_last_bn", True))
-    if "name" not in hints:
-        spec = spec.replace(name=find_preset(spec) or spec.name)
-    return spec, check_weights(spec, state, source="the timm state_dict")
-
-
-def to_timm(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> timm.models.resnet.ResNet:
-    """A `timm.models.resnet.ResNet` computing `spec`, `weights` loaded, in eval mode.
-
-    timm expresses any stage widths, groups, base width, input channels and
-    BatchNorm settings, its 7x7 or deep 3x3 stems, shortcuts B and D, and
-    `num_classes=None` (as num_classes=0, global_pool=''); SpecError names every
-    other field that differs, before anything is built.
-    """
-    from timm.models import resnet as tm
-
-    problems = _timm_problems(spec)
-    if problems:
-        raise SpecError(f"spec {spec.name!r} is not expressible as timm's ResNet: " + "; ".join(problems))
-    checked = check_weights(spec, weights, source="weights for timm")
-    stem_type, stem_width = _timm_stem_type(spec.stem)
-    return _build_loaded(functools.partial(
-        tm.ResNet,
-        block=tm.Bottleneck if spec.block == "bottleneck" else tm.BasicBlock,
-        layers=tuple(s.depth for s in spec.stages),
-        channels=tuple(s.width for s in spec.stages),
-        num_classes=spec.num_classes or 0,
-        global_pool="avg" if spec.num_classes is not None else "",
-        in_chans=spec.in_channels,
-        cardinality=spec.groups,
-        base_width=spec.width_per_group,
-        stem_type=stem_type,
-        stem_width=stem_width,
-        avg_down=spec.shortcut == "D",
-        norm_layer=_norm_layer(spec.batchnorm),
-        zero_init_last=spec.zero_init_last_bn,
-    ), checked)
-
-
-def _timm_problems(spec: ResNetSpec) -> list[str]:
-    """Why timm's ResNet constructor cannot build `spec` (empty when it can)."""
-    stem_type, _ = _timm_stem_type(spec.stem)
-    template = ResNetSpec(
-        name=spec.name,
-        stages=tuple(StageSpec(s.depth, s.width, st) for s, st in zip(spec.stages, _FOUR_STAGE_STRIDES)),
-        block=spec.block,
-        shortcut=spec.shortcut if spec.shortcut in ("B", "D") else "B",
-        stem=StemSpec(widths=spec.stem.widths, kernel_size=3) if stem_type else StemSpec(),
-        groups=spec.groups,
-        width_per_group=spec.width_per_group,
-        batchnorm=_torch_bn(spec.batchnorm),
-        zero_init_last_bn=spec.zero_init_last_bn,
-        in_channels=spec.in_channels,
-        num_classes=spec.num_classes,
-    )
-    problems = [] if len(spec.stages) == 4 else [f"stages has {len(spec.stages)} stages (timm: 4)"]
-    return problems + _differences(spec, template, "timm")
-
-
-def _timm_stem_type(stem: StemSpec) -> tuple[str, int]:
-    """timm's (stem_type, stem_width) for a stem's widths; ("", 64) when not a deep stem."""
-    w = stem.widths
-    if len(w) == 3 and w[2] == 2 * w[1]:
-        if w[0] == w[1]:
-            return "deep", w[1]
-        if w[0] == 3 * (w[1] // 4):
-            return "deep_tiered", w[1]
-    return "", 64
-
-
-def _timm_spec(model: nn.Module, tm: Any) -> ResNetSpec:
-    if model.drop_rate:
-        raise SpecError(f"the timm model has drop_rate={model.drop_rate} (dropout before fc), which the spec has no "
-                        "counterpart for: convert model.state_dict() instead, or create it with drop_rate=0")
-    first = model.layer1[0]
-    bottleneck = isinstance(first, tm.Bottleneck)
-    stages = _stages(model, "conv2" if bottleneck else "conv1", "conv3" if bottleneck else "conv2")
-    if isinstance(model.conv1, nn.Sequential):
-        convs = [m for m in model.conv1 if isinstance(m, nn.Conv2d)]
-        stem = _stem_from(convs[0], model.maxpool, widths=tuple(c.out_channels for c in convs))
-    else:
-        stem = _stem_from(model.conv1, model.maxpool)
-    shortcut = "B"
-    for block in _blocks(model):
-        if block.downsample is not None and not isinstance(block.downsample[0], nn.Conv2d):
-            shortcut = "D"  # timm's avg_down: AvgPool2d (or Identity) first, conv at downsample.1
-    if isinstance(model.fc, nn.Linear):
-        num_classes: int | None = model.fc.out_features
-        if model.global_pool.pool_type != "avg":
-            raise SpecError(f"the timm model's global_pool is {model.global_pool.pool_type!r}; "
-                            "the spec's head is 'avg'")
-    elif model.global_pool.pool_type == "" and isinstance(model.fc, nn.Identity):
-        num_classes = None  # num_classes=0, global_pool='': the last feature map, as the spec's None
-    else:
-        raise SpecError(f"the timm model's head (global_pool={model.global_pool.pool_type!r}, fc="
-                        f"{type(model.fc).__name__}) is neither avg-pool + Linear nor absent "
-                        "(num_classes=0, global_pool='')")
-    groups = first.conv2.groups if bottleneck else 1
-    spec = ResNetSpec(
-        stages=stages,
-        block="bottleneck" if bottleneck else "basic",
-        shortcut=shortcut,
-        stem=stem,
-        groups=groups,
-        width_per_group=width_per_group_of(first.conv2.out_channels, stages[0].width, groups, "layer1.0.conv2")
-        if bottleneck else 64,
-        batchnorm=_bn_spec(model.bn1),
-        zero_init_last_bn=True,  # timm's ResNet(zero_init_last=True) default; the model does not record it
-        in_channels=_stem_in_channels(model),
-        num_classes=num_classes,
-    )
-    architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-    return spec.replace(name=find_preset(spec) or architecture or spec.name)
-
-
 # -- reading a model ----------------------------------------------------------------------
 
 
@@ -372,58 +226,187 @@ def _blocks(model: nn.Module) -> Iterator[nn.Module]:
             yield from module
 
 
-def _verify_modules(model: nn.Module, spec: ResNetSpec, allowed: tuple[type, ...]) -> None:
+def _verify_modules(model: nn.Module, spec: ResNetSpec, allowed: tuple[type, ...],
+                    canonical: Callable[[str], str | None] | None = None,
+                    library: Mapping[str, type] | None = None) -> None:
     """Every module of `model` is a layer of `spec`'s plan with the same configuration, or a
-    parameter-free container, ReLU or identity: nothing the spec does not say is left over."""
-    ops = {op.name: op for op in make_plan(spec).ops() if not isinstance(op, (P.ReLU, P.GlobalAvgPool))}
-    seen = set()
+    parameter-free container, ReLU or identity: nothing the spec does not say is left over.
+
+    `canonical` maps a module's name to its canonical layer (timm's ResNetV2 names its own
+    way); `library` names the library's classes for ops torch.nn has no module for
+    ("std_conv", "batchnorm_act", "groupnorm_act", "evonorm_s0", "frn", "se", "eca", "blur").
+    A module matched to an op is checked whole, its children with it (an SE module's convs,
+    a norm-act module's activation).
+    """
+    plan = make_plan(spec)
+    ops = {op.name: op for op in plan.ops() if not isinstance(op, (P.ReLU, P.GlobalAvgPool))}
+    relu_after = {a.name for seq in _op_sequences(plan) for a, b in zip(seq, seq[1:]) if isinstance(b, P.ReLU)}
+    seen: set[str] = set()
+    padded: set[str] = set()
+    checked: tuple[str, ...] = ()
     for name, module in model.named_modules():
-        if name in ops:
-            _check_module(name, module, ops[name])
-            seen.add(name)
-        elif isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d)):
+        if checked and name.startswith(checked):
+            continue
+        layer = canonical(name) if canonical else name
+        if layer in ops:
+            if _check_module(name, module, ops[layer], layer in relu_after, library or {}):
+                padded.add(layer)
+            seen.add(layer)
+            checked += (name + ".",)
+        elif isinstance(module, _LAYERS) or type(module) in (library or {}).values():
             raise SpecError(f"{name} is an {type(module).__name__} the spec's network has no place for")
-        elif isinstance(module, nn.AdaptiveAvgPool2d):
-            if module.output_size not in (1, (1, 1)):
-                raise SpecError(f"{name} pools to {module.output_size}; the spec's head pools globally")
-        elif not (type(module) in (nn.Sequential, nn.ReLU, nn.Identity, nn.Flatten) or isinstance(module, allowed)):
-            raise SpecError(f"{name} is a {type(module).__name__}, which the spec has no counterpart for")
+        else:
+            _check_kind(name, module, allowed)
     missing = sorted(set(ops) - seen)
     if missing:
         raise SpecError(f"the model has no {missing[0]}, which the spec's network needs")
+    unpadded = sorted(n for n, op in ops.items() if isinstance(op, P.MaxPool) and op.pad_value == "zero"
+                      and n not in padded)
+    if unpadded:
+        raise SpecError(f"{unpadded[0]} pads with zeros in the spec's network (a ConstantPad2d(p, 0) before an "
+                        "unpadded nn.MaxPool2d), but the model pads with -inf")
 
 
-def _check_module(name: str, module: nn.Module, op: P.Op) -> None:
-    if isinstance(op, P.Conv):
-        expected: dict[str, Any] = dict(in_channels=op.in_channels, out_channels=op.out_channels,
-                                        kernel_size=(op.kernel_size,) * 2, stride=(op.stride,) * 2,
-                                        padding=(op.padding,) * 2, dilation=(1, 1), groups=op.groups,
-                                        padding_mode="zeros")
-        got = {k: getattr(module, k, None) for k in expected} if isinstance(module, nn.Conv2d) else None
-        if got is not None and (module.bias is not None) != op.bias:
-            got["bias"], expected["bias"] = module.bias is not None, op.bias
-    elif isinstance(op, P.BatchNorm):
-        expected = dict(num_features=op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay),
-                        affine=True, track_running_stats=True)
-        got = {k: getattr(module, k) for k in expected} if type(module) is nn.BatchNorm2d else None
-    elif isinstance(op, P.MaxPool):
-        expected = dict(kernel_size=op.size, stride=op.stride, padding=op.padding, dilation=1, ceil_mode=False)
-        got = {k: getattr(module, k) for k in expected} if isinstance(module, nn.MaxPool2d) else None
-    elif isinstance(op, P.AvgPool):
-        expected = dict(kernel_size=op.size, stride=op.stride, padding=0, ceil_mode=True, count_include_pad=False,
-                        divisor_override=None)
-        got = {k: getattr(module, k) for k in expected} if isinstance(module, nn.AvgPool2d) else None
-    elif isinstance(op, P.Linear):
-        expected = dict(in_features=op.in_features, out_features=op.out_features, bias=True)
-        got = {**{k: getattr(module, k) for k in expected if k != "bias"}, "bias": module.bias is not None} \
-            if isinstance(module, nn.Linear) else None
-    else:  # the plans of torchvision/timm specs hold no other parameterised or named ops
-        raise SpecError(f"{name}: the spec's {type(op).__name__} has no module here")
+_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.ConstantPad2d)
+
+
+def _check_kind(name: str, module: nn.Module, allowed: tuple[type, ...]) -> None:
+    """A module that is no layer of the plan must be a container, ReLU, identity or global pool."""
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        if module.output_size not in (1, (1, 1)):
+            raise SpecError(f"{name} pools to {module.output_size}; the spec's head pools globally")
+    elif not (type(module) in (nn.Sequential, nn.ReLU, nn.Identity, nn.Flatten) or isinstance(module, allowed)):
+        raise SpecError(f"{name} is a {type(module).__name__}, which the spec has no counterpart for")
+
+
+def _check_kinds(model: nn.Module, allowed: tuple[type, ...], library: Mapping[str, type]) -> None:
+    """Every module is a layer kind some plan op has, or passes `_check_kind`: run before reading
+    a spec off the weights, so that a module the spec has no counterpart for is named as such
+    rather than as tensors that do not fit (the parts of a library's op module are its own)."""
+    inside: tuple[str, ...] = ()
+    for name, module in model.named_modules():
+        if inside and name.startswith(inside):
+            continue
+        if type(module) in library.values():
+            inside += (name + ".",)
+        elif not isinstance(module, _LAYERS):
+            _check_kind(name, module, allowed)
+
+
+def _op_sequences(plan: P.Plan) -> Iterator[tuple[P.Op, ...]]:
+    """The plan's runs of consecutive ops (a ReLU in one follows the op before it)."""
+    yield plan.stem
+    for block in plan.blocks():
+        yield from (block.pre, block.main, block.shortcut, block.post)
+    yield plan.post
+    yield plan.head
+
+
+def _check_module(name: str, module: nn.Module, op: P.Op, relu_after: bool, library: Mapping[str, type]) -> bool:
+    """Raise SpecError naming `name` unless `module` computes `op` as configured; a ReLU inside a
+    norm-act module must be there exactly when the plan has one after the op. Returns whether the
+    module is the zero padding of a max-pool (BiT's ConstantPad2d before its pool)."""
+    expected, got = _configuration(module, op, library)
     if got is None:
         raise SpecError(f"{name} is a {type(module).__name__} where the spec's network has a {type(op).__name__}")
     wrong = [f"{k}={got[k]!r} (spec: {expected[k]!r})" for k in expected if _norm(got[k]) != _norm(expected[k])]
     if wrong:
         raise SpecError(f"{name} has " + ", ".join(wrong) + ": the spec has no counterpart for this configuration")
+    act = getattr(module, "act", None)
+    if act is not None and isinstance(op, (P.BatchNorm, P.GroupNorm)):  # timm's BatchNormAct2d, GroupNormAct
+        if type(act) is not (nn.ReLU if relu_after else nn.Identity) or type(module.drop) is not nn.Identity:
+            raise SpecError(f"{name}.act is a {type(act).__name__}; the spec's network has "
+                            f"{'a ReLU' if relu_after else 'no activation'} after {op.name} (and no drop layer)")
+    return isinstance(module, nn.ConstantPad2d)
+
+
+def _configuration(module: nn.Module, op: P.Op, library: Mapping[str, type]) -> tuple[dict[str, Any], Any]:
+    """(what `op` needs of the module's attributes, what the module has, or None if it is no such module)."""
+    def read(expected: dict[str, Any], ok: bool) -> tuple[dict[str, Any], Any]:
+        return expected, ({k: getattr(module, k, None) for k in expected} if ok else None)
+
+    def is_a(*keys: str) -> bool:
+        return any(type(module) is library[k] for k in keys if k in library)
+
+    if isinstance(op, P.Conv):
+        expected: dict[str, Any] = dict(in_channels=op.in_channels, out_channels=op.out_channels,
+                                        kernel_size=(op.kernel_size,) * 2, stride=(op.stride,) * 2,
+                                        padding=(op.padding,) * 2, dilation=(1, 1), groups=op.groups,
+                                        padding_mode="zeros", bias=op.bias)
+        ok = type(module) is nn.Conv2d if op.standardize is None else is_a("std_conv")
+        if op.standardize is not None:
+            expected["eps"] = op.standardize
+        expected, got = read(expected, ok)
+        if got is not None:
+            got["bias"] = module.bias is not None
+        return expected, got
+    if isinstance(op, P.BatchNorm):
+        return read(dict(num_features=op.channels, eps=op.epsilon, momentum=torch_momentum(op.running_stats_decay),
+                         affine=True, track_running_stats=True),
+                    type(module) is nn.BatchNorm2d or is_a("batchnorm_act"))
+    if isinstance(op, P.GroupNorm):
+        return read(dict(num_groups=op.groups, num_channels=op.channels, eps=op.epsilon, affine=True),
+                    type(module) is nn.GroupNorm or is_a("groupnorm", "groupnorm_act"))
+    if isinstance(op, P.EvoNormS0):
+        expected, got = read(dict(groups=op.groups, eps=op.epsilon, apply_act=op.act, channels=op.channels),
+                             is_a("evonorm_s0"))
+        if got is not None:
+            got["channels"] = module.weight.shape[0]
+        return expected, got
+    if isinstance(op, P.FilterResponseNorm):
+        expected, got = read(dict(eps=op.epsilon, rms=True, apply_act=op.tlu, channels=op.channels), is_a("frn"))
+        if got is not None:
+            got["channels"] = module.weight.shape[0]
+        return expected, got
+    if isinstance(op, P.SqueezeExcite):
+        if not is_a("se"):
+            return {}, None
+        fc1, fc2 = module.fc1, module.fc2
+        return (dict(fc1=(op.channels, op.reduced, True), fc2=(op.reduced, op.channels, True), bn="Identity",
+                     act="ReLU", gate="Sigmoid", add_maxpool=False),
+                dict(fc1=_conv1x1(fc1), fc2=_conv1x1(fc2), bn=type(module.bn).__name__, act=type(module.act).__name__,
+                     gate=type(module.gate).__name__, add_maxpool=module.add_maxpool))
+    if isinstance(op, P.EfficientChannelAttention):
+        if not is_a("eca"):
+            return {}, None
+        conv = module.conv
+        return (dict(kernel_size=(op.kernel_size,), padding=((op.kernel_size - 1) // 2,), channels=(1, 1),
+                     bias=False, conv2=None, gate="Sigmoid"),
+                dict(kernel_size=conv.kernel_size, padding=conv.padding, channels=(conv.in_channels, conv.out_channels),
+                     bias=conv.bias is not None, conv2=module.conv2, gate=type(module.gate).__name__))
+    if isinstance(op, P.BlurPool):
+        return read(dict(channels=op.channels, filt_size=3, stride=op.stride, pad_mode="reflect"), is_a("blur"))
+    if isinstance(op, P.MaxPool):
+        if isinstance(module, nn.ConstantPad2d):  # BiT's 'fixed' stem: the zero padding of the pool after it
+            return (dict(padding=(op.padding,) * 4, value=0.0 if op.pad_value == "zero" else -math.inf),
+                    dict(padding=module.padding, value=module.value))
+        padding = 0 if op.pad_value == "zero" else op.padding
+        return read(dict(kernel_size=op.size, stride=op.stride, padding=padding, dilation=1, ceil_mode=False),
+                    isinstance(module, nn.MaxPool2d))
+    if isinstance(op, P.AvgPool):
+        expected = dict(kernel_size=op.size, stride=op.stride, padding=0, ceil_mode=op.ceil_mode,
+                        divisor_override=None)
+        if op.ceil_mode:  # unpadded and floored, the count cannot include padding
+            expected["count_include_pad"] = False
+        return read(expected, isinstance(module, nn.AvgPool2d))
+    if isinstance(op, P.Linear):
+        if isinstance(module, nn.Conv2d):  # timm's ResNetV2 classifies with a 1x1 conv (head.fc)
+            return (dict(shape=(op.in_features, op.out_features, True), kernel_size=(1, 1), stride=(1, 1)),
+                    dict(shape=_conv1x1(module), kernel_size=module.kernel_size, stride=module.stride))
+        expected, got = read(dict(in_features=op.in_features, out_features=op.out_features, bias=op.bias),
+                             isinstance(module, nn.Linear))
+        if got is not None:
+            got["bias"] = module.bias is not None
+        return expected, got
+    # the plans of torchvision/timm specs hold no other parameterised or named ops
+    raise SpecError(f"{op.name}: the spec's {type(op).__name__} has no module here")
+
+
+def _conv1x1(conv: nn.Module) -> tuple[int, int, bool] | None:
+    """(in, out, bias) of an unpadded, ungrouped 1x1 nn.Conv2d; None for anything else."""
+    if type(conv) is not nn.Conv2d or _norm(conv.kernel_size) != 1 or _norm(conv.padding) != 0 or conv.groups != 1:
+        return None
+    return conv.in_channels, conv.out_channels, conv.bias is not None
 
 
 def _norm(value: Any) -> Any:
@@ -498,4 +481,20 @@ def _build_loaded(factory: Callable[[], nn.Module], checked: Weights) -> nn.Modu
             n.endswith(IGNORED_SUFFIXES) for n in state):  # unreachable after the spec checks; guards their agreement
         raise RuntimeError(f"{type(model).__name__}'s state_dict and the spec's tensors disagree")
     model.load_state_dict(state, strict=True, assign=True)
+    _init_constant_buffers(model)
     return model.eval()
+
+
+def _init_constant_buffers(model: nn.Module) -> None:
+    """Fill the buffers no state_dict holds (timm's BlurPool2d filter), still on the meta device
+    after loading, as their modules compute them (timm's `init_non_persistent_buffers`)."""
+    for name, module in model.named_modules():
+        meta = [b for b, t in module.named_buffers(recurse=False) if t is not None and t.is_meta]
+        if not meta:
+            continue
+        if not hasattr(module, "init_non_persistent_buffers"):
+            raise RuntimeError(f"{name}'s buffers {meta} are in no state_dict and {type(module).__name__} cannot "
+                               "compute them")
+        for b in meta:
+            module._buffers[b] = torch.empty_like(module._buffers[b], device="cpu")
+        module.init_non_persistent_buffers()
