@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared_specs.errors import SpecError
-from shared_specs.presets import _REGISTRY, get_spec, register
+from shared_specs.presets import get_spec, list_presets, register
 from shared_specs.spec import AttentionSpec, NormSpec, ResNetSpec, StageSpec, StemSpec
 
 Block = Literal["basic", "bottleneck"]
@@ -346,9 +346,10 @@ def timm_architecture(name: str) -> ResNetSpec:
 def _register_table() -> tuple[str, ...]:
     """Register every row whose name is not a preset yet; check the others are the same network."""
     added = []
+    taken = set(list_presets())
     for name, row in TABLE.items():
         spec = row.spec(name)
-        if name in _REGISTRY:
+        if name in taken:
             kept = get_spec(name)
             if kept.replace(zero_init_last_bn=spec.zero_init_last_bn) != spec:
                 raise SpecError(f"preset {name!r} and timm's {name} are different networks: "

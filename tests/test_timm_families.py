@@ -86,6 +86,25 @@ def test_every_timm_resnet_is_a_preset_read_off_timms_model(name: str) -> None:
         assert preset_doc(name).startswith(f"timm {name} (") and preset_family(name).startswith("timm ")
 
 
+def test_published_weights_with_other_heads_read_back() -> None:
+    # timm's pretrained configs set the classes (ImageNet-21k, -12k heads); every tag's architecture is
+    # read as it is built for that tag, except resnet50.bamboo: pooled features without a classifier
+    tags = [t for t in timm.list_pretrained() if t.split(".")[0] in TABLE]
+    assert len(tags) == 174
+    for tag in ("resnetv2_152x4_bit.goog_in21k", "resnetaa101d.sw_in12k", "seresnextaa201d_32x8d.sw_in12k",
+                "resnetv2_50x1_bit.goog_in21k_ft_in1k"):
+        with torch.device("meta"):
+            model = timm.create_model(tag)
+        spec = rt.timm_spec(model)
+        assert spec.num_classes == model.num_classes and _timm_problems(spec) == [], tag
+    with torch.device("meta"):
+        bamboo = timm.create_model("resnet50.bamboo")
+    with pytest.raises(SpecError, match=r"global_pool='avg', fc=Identity\) is neither avg-pool \+ Linear nor absent"):
+        rt.timm_spec(bamboo)
+    with torch.device("meta"):
+        assert rt.timm_spec(timm.create_model("resnet50.bamboo", global_pool="")).num_classes is None
+
+
 # Weights show all but these (infer_spec's conventions): anti-aliasing holds no tensors, and the
 # init of plain 7x7-stem ResNets is torchvision's by convention, timm's zero_init_last here.
 def inference_hints(spec: ResNetSpec) -> dict[str, Any]:
