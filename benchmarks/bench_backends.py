@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RATIO_HEADER, RESULTS, Ratio, Report, command_line  # noqa: E402
+from harness import RATIO_HEADER, RESULTS, Ratio, Report, command_line, set_torch_threads, thread_env  # noqa: E402
 
 from shared_specs.training import SGDConfig, StepOptions  # noqa: E402
 
@@ -48,6 +48,7 @@ def worker(candidate: str, args: argparse.Namespace) -> None:
     precision, *rest = args.mode.split("-")
     options = StepOptions(precision, channels_last="cl" in rest, compile=bool(compiled) or "compile" in rest)
     framework = get_framework(name, backend=backend or None, device=args.device if name == "torch" else None)
+    set_torch_threads(args.threads)
     spec = get_spec(args.preset, num_classes=10)
     fw = framework.training
     model = framework.build(spec, initial_weights(spec, 0), dtype=fw.model_dtype(options))
@@ -67,9 +68,9 @@ def worker(candidate: str, args: argparse.Namespace) -> None:
 
 
 class Worker:
-    def __init__(self, candidate: str, argv: list[str]) -> None:
+    def __init__(self, candidate: str, argv: list[str], threads: int) -> None:
         backend = candidate.split(":")[1] if ":" in candidate else "tensorflow"
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", **thread_env(threads)}
         self.candidate = candidate
         self.process = subprocess.Popen([sys.executable, __file__, "--worker", candidate, *argv], env=env, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="fp32", help="fp32|bf16|fp16[-cl][-compile], for every candidate")
     parser.add_argument("--candidates", default="torch,keras:tensorflow,keras:jax,keras:torch")
     parser.add_argument("--device", default="cpu", help="torch device of the torch candidate")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of each worker's framework (0: their defaults; harness.thread_env)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--min-rounds", type=int, default=10)
     parser.add_argument("--max-rounds", type=int, default=80)
@@ -116,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if candidates[0] != "torch" or len(candidates) < 2:
         parser.error("--candidates: torch first (the reference), then keras:<backend>[:compile] ...")
     passed = ["--preset", args.preset, "--batch", str(args.batch), "--size", str(args.size), "--mode", args.mode,
-              "--device", args.device]
-    workers = [Worker(c, passed) for c in candidates]  # one at a time: each builds and compiles alone
+              "--device", args.device, "--threads", str(args.threads)]
+    workers = [Worker(c, passed, args.threads) for c in candidates]  # one at a time: each builds and compiles alone
     try:
         for _ in range(args.warmup):
             for w in workers:

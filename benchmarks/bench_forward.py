@@ -1,36 +1,35 @@
 """Forward speed of our builds against torchvision and keras.applications, measured in one run.
 
     python benchmarks/bench_forward.py [--presets resnet18,resnet50] [--batch 8] [--size 224]
-                                       [--repeat 5] [--device cpu|cuda] [--frameworks torch,keras]
+                                       [--repeat 10] [--target-spread 0.05] [--device cpu|cuda]
+                                       [--frameworks torch,keras]
 
 For each preset that has a reference constructor, our model and the reference get the
-same input; each repeat times both, alternating which goes first (ABBA), after warm-up
-calls that also absorb tracing and compilation. The reported latency is the median over
-repeats, and the ratio ours/reference is the number to read: absolute times on a shared
-machine drift, ratios measured side by side in the same run much less. Building time,
-the first call (tracing, compiling) and weight porting (canonical export + import) are
+same input; each round times both, alternating which goes first (ABBA), after warm-up
+calls that also absorb tracing and compilation, and rounds continue (at least --repeat)
+until the ratio's 95% interval is narrower than --target-spread (benchmarks/harness.py).
+The ratio ours/reference is the number to read: absolute times on a shared machine
+drift, ratios measured side by side in the same run much less. Building time, the
+first call (tracing, compiling) and weight porting (canonical export + import) are
 reported as absolute numbers. Keras runs on the process's KERAS_BACKEND, through
 `predict_on_batch` (Keras's compiled inference path on every backend).
 
-Results go to stdout and to benchmarks/results/<device>-<keras backend>.md.
+Results go to stdout and to benchmarks/results/forward-<device>-<keras backend>.md/.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import RATIO_HEADER, RESULTS, Ratio, Report, command_line, interleave, set_torch_threads, timed  # noqa: E402,E501
 
 from resnet_rosetta.frameworks import import_frameworks  # noqa: E402
 
@@ -40,48 +39,30 @@ KERAS_APPLICATIONS = {"resnet50_v1": "ResNet50", "resnet101_v1": "ResNet101", "r
                       "resnet50_v2": "ResNet50V2", "resnet101_v2": "ResNet101V2", "resnet152_v2": "ResNet152V2"}
 
 
-def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """fn(*args) and its wall time (arguments, not closures: each loop iteration times its own objects)."""
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
-
-
-def compare(ours: Callable[[], Any], theirs: Callable[[], Any], warmup: int, repeat: int
-            ) -> tuple[list[float], list[float], float, float]:
-    """Latencies of both, interleaved ABBA; plus each one's first (tracing/compiling) call."""
+def measure(ours: Callable[[], Any], theirs: Callable[[], Any], args: argparse.Namespace, label: str
+            ) -> tuple[Ratio, float, float]:
+    """The interleaved ratio, and each one's first (tracing/compiling) call."""
     _, first_ours = timed(ours)
     _, first_theirs = timed(theirs)
-    for _ in range(warmup):
-        ours(), theirs()
-    a, b = [], []
-    for r in range(repeat):
-        pair = [(ours, a), (theirs, b)]
-        for fn, sink in pair if r % 2 == 0 else pair[::-1]:
-            sink.append(timed(fn)[1])
-    return a, b, first_ours, first_theirs
+    ratio = interleave(ours, theirs, warmup=args.warmup, min_rounds=args.repeat, max_rounds=args.max_rounds,
+                       target_spread=args.target_spread, max_seconds=args.max_seconds, label=label)
+    return ratio, first_ours, first_theirs
 
 
-def row(preset: str, reference: str, build: tuple[float, float], first: tuple[float, float],
-        lat: tuple[list[float], list[float]], batch: int, port: str) -> list[str]:
-    ours, theirs = statistics.median(lat[0]), statistics.median(lat[1])
-    spread = max(_spread(lat[0]), _spread(lat[1]))
+def row(preset: str, reference: str, build: tuple[float, float], first: tuple[float, float], ratio: Ratio,
+        batch: int, port: str) -> list[str]:
+    s = ratio.summary()
+    ours, theirs = s["median_ours_s"], s["median_ref_s"]
     return [preset, reference, f"{build[0] * 1e3:.0f}", f"{build[1] * 1e3:.0f}", f"{first[0] * 1e3:.0f}",
             f"{first[1] * 1e3:.0f}", f"{ours * 1e3:.1f}", f"{theirs * 1e3:.1f}", f"{batch / ours:.1f}",
-            f"{batch / theirs:.1f}", f"**{ours / theirs:.3f}**", f"{spread:.0%}", port]
-
-
-def _spread(times: list[float]) -> float:
-    """(max - min) / median of one side's repeats: how noisy the run was."""
-    return (max(times) - min(times)) / statistics.median(times)
+            f"{batch / theirs:.1f}", *ratio.cells(), port]
 
 
 HEADER = ["preset", "reference", "build ours (ms)", "build ref (ms)", "1st call ours (ms)", "1st call ref (ms)",
-          "latency ours (ms)", "latency ref (ms)", "ours (img/s)", "ref (img/s)", "ratio ours/ref", "spread",
-          "port (ms)"]
+          "latency ours (ms)", "latency ref (ms)", "ours (img/s)", "ref (img/s)", *RATIO_HEADER, "port (ms)"]
 
 
-def bench_torch(presets: list[str], args: argparse.Namespace, torch: Any) -> list[list[str]]:
+def bench_torch(presets: list[str], args: argparse.Namespace, torch: Any, report: Report) -> list[list[str]]:
     import torchvision
 
     import resnet_torch as rt
@@ -108,14 +89,16 @@ def bench_torch(presets: list[str], args: argparse.Namespace, torch: Any) -> lis
 
             return call
 
-        a, b, f_a, f_b = compare(forward(ours_model, x), forward(ref_model, x), args.warmup, args.repeat)
+        ratio, f_a, f_b = measure(forward(ours_model, x), forward(ref_model, x), args, f"torch {preset}")
         port = f"{t_export * 1e3:.0f} + {t_import * 1e3:.0f}"
-        rows.append(row(preset, f"torchvision.models.{preset}", (t_build, t_ref), (f_a, f_b), (a, b), args.batch, port))
+        rows.append(row(preset, f"torchvision.models.{preset}", (t_build, t_ref), (f_a, f_b), ratio, args.batch, port))
+        report.results.append({"framework": "torch", "preset": preset, "ref": f"torchvision.models.{preset}",
+                               **ratio.summary()})
         print(" | ".join(rows[-1]), flush=True)
     return rows
 
 
-def bench_keras(presets: list[str], args: argparse.Namespace, keras: Any) -> list[list[str]]:
+def bench_keras(presets: list[str], args: argparse.Namespace, keras: Any, report: Report) -> list[list[str]]:
     import resnet_keras as rk
     from shared_specs import get_spec
 
@@ -128,25 +111,21 @@ def bench_keras(presets: list[str], args: argparse.Namespace, keras: Any) -> lis
             app = KERAS_APPLICATIONS[preset]
             ref_model, t_ref = timed(lambda name: getattr(keras.applications, name)(
                 weights=None, input_shape=(args.size, args.size, 3)), app)
-            # Random weights on both sides: timing does not depend on their values (no adapter from
-            # keras.applications' layer names to canonical ones exists yet). Porting is timed on ours.
-            weights, t_export = timed(rk.export_weights, ours_model)
+            # the same weights in both: keras.applications' read into canonical ones, imported into ours
+            (_, weights), t_export = timed(rk.from_keras_applications, ref_model)
             _, t_import = timed(rk.import_weights, ours_model, weights)
             x = np.random.default_rng(0).normal(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
 
             def forward(model: Any, x: np.ndarray) -> Callable[[], Any]:
                 return lambda: model.predict_on_batch(x)  # returns numpy: the device has finished
 
-            a, b, f_a, f_b = compare(forward(ours_model, x), forward(ref_model, x), args.warmup, args.repeat)
+            ratio, f_a, f_b = measure(forward(ours_model, x), forward(ref_model, x), args, f"keras {preset}")
         port = f"{t_export * 1e3:.0f} + {t_import * 1e3:.0f}"
-        rows.append(row(preset, f"keras.applications.{app}", (t_build, t_ref), (f_a, f_b), (a, b), args.batch, port))
+        rows.append(row(preset, f"keras.applications.{app}", (t_build, t_ref), (f_a, f_b), ratio, args.batch, port))
+        report.results.append({"framework": "keras", "backend": keras.backend.backend(), "preset": preset,
+                               "ref": f"keras.applications.{app}", **ratio.summary()})
         print(" | ".join(rows[-1]), flush=True)
     return rows
-
-
-def table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="resnet18,resnet50,resnet50_v1,resnet50_v2")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=6, help="timed calls of each model (even: ABBA is balanced)")
+    parser.add_argument("--repeat", type=int, default=10, help="least timed rounds (even: ABBA is balanced)")
+    parser.add_argument("--max-rounds", type=int, default=120)
+    parser.add_argument("--target-spread", type=float, default=0.05, help="stop when the 95%% interval is this narrow")
+    parser.add_argument("--max-seconds", type=float, default=240.0, help="per preset")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; harness.py)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--frameworks", default="torch,keras", help="torch, keras or both")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<device>-<backend>.md")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/forward-<device>-<backend>")
     args = parser.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
     frameworks = [f for f in args.frameworks.split(",") if f]
@@ -169,36 +152,28 @@ def main(argv: list[str] | None = None) -> int:
     if missing := [p for p in presets if p not in list_presets()]:
         parser.error(f"unknown preset(s) {missing}; see `resnet-rosetta list`")
     torch, keras = import_frameworks()
+    set_torch_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     backend = keras.backend.backend()
-    torch_threads = torch.get_num_threads()
-    command = " ".join(["KERAS_BACKEND=" + backend, "python benchmarks/bench_forward.py", *sys.argv[1:]])
-    sections = [f"# Forward speed, {args.device}, Keras backend {backend}", "", f"`{command}`", "",
-                f"batch {args.batch}, {args.size}x{args.size}, float32, eval mode; median of {args.repeat} "
-                f"interleaved (ABBA) calls after {args.warmup} warm-up calls. torch {torch.__version__} "
-                f"({torch_threads} threads), torchvision, Keras {keras.__version__}; "
-                f"{platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} CPUs (shared with other jobs: absolute times are noisy, the ratio ours/ref "
-                "is what to read; `spread` is (max - min) / median of the noisier side). Port: weights "
-                "to canonical numpy + import into ours (PyTorch: from torchvision's state_dict; Keras: from our "
-                "own model)."]
+    report = Report(f"Forward speed, {args.device}, Keras backend {backend}",
+                    command_line("bench_forward.py", sys.argv[1:] if argv is None else argv),
+                    settings={k: str(v) for k, v in vars(args).items()})
+    report.sections += [f"batch {args.batch}, {args.size}x{args.size}, float32, eval mode, after {args.warmup} "
+                        f"warm-up calls; torch with {torch.get_num_threads()} threads. Build, first call and port "
+                        "(weights to canonical numpy + import into ours) are single absolute times.", ""]
     if "torch" in frameworks:
         chosen = [p for p in presets if p in TORCHVISION]
-        sections += ["", "## PyTorch: resnet_torch.build vs torchvision (same weights)", "",
-                     table(bench_torch(chosen, args, torch)) if chosen
-                     else "(no preset with a torchvision counterpart)"]
+        rows = bench_torch(chosen, args, torch, report)
+        report.add("PyTorch: resnet_torch.build vs torchvision (same weights)", HEADER, rows)
     if "keras" in frameworks:
         chosen = [p for p in presets if p in KERAS_APPLICATIONS]
-        sections += ["", f"## Keras ({backend}): resnet_keras.build vs keras.applications (random weights)", "",
-                     table(bench_keras(chosen, args, keras)) if chosen
-                     else "(no preset with a keras.applications counterpart)"]
-    text = "\n".join(sections) + "\n"
-    print("\n" + text)
-    out = args.out or ROOT / "benchmarks" / "results" / f"{args.device}-{backend}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"written to {out}")
+        rows = bench_keras(chosen, args, keras, report)
+        report.add(f"Keras ({backend}): resnet_keras.build vs keras.applications (same weights)", HEADER, rows)
+    out = args.out or RESULTS / f"forward-{args.device}-{backend}"
+    md, _ = report.write(out)
+    print("\n" + report.markdown())
+    print(f"written to {md} and .json")
     return 0
 
 

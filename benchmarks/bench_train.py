@@ -29,7 +29,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RATIO_HEADER, RESULTS, Report, command_line, device_label, interleave, timed  # noqa: E402
+from harness import (  # noqa: E402
+    RATIO_HEADER,
+    RESULTS,
+    Report,
+    command_line,
+    device_label,
+    interleave,
+    set_torch_threads,
+    timed,
+)
 
 from resnet_rosetta.frameworks import import_frameworks  # noqa: E402
 from shared_specs.training import SGDConfig, StepOptions  # noqa: E402
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keras-trainers", default=",".join(TRAINERS), help="which of ours: " + ", ".join(TRAINERS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--warmup", type=int, default=2, help="steps of each side after the first, untimed")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; harness.py)")
     parser.add_argument("--min-rounds", type=int, default=10)
     parser.add_argument("--max-rounds", type=int, default=60)
     parser.add_argument("--target-spread", type=float, default=0.05)
@@ -178,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         parser.error(str(err))
     torch, keras = import_frameworks()
+    set_torch_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     parts = (["pytorch"] if "torch" in frameworks else []) + (

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,25 @@ class _progress:
             self.bar.close()
 
 
+def set_torch_threads(n: int) -> None:
+    """torch.set_num_threads(n) when n > 0. On a machine whose cores are oversubscribed by other
+    jobs, PyTorch's OpenMP workers wait for each other at every op (a 0.5 s step took 3-7 s here
+    with 2 threads, 0.5 s with 1): one thread per process keeps a ratio measurable there."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def thread_env(n: int) -> dict[str, str]:
+    """Environment variables limiting a new process's TensorFlow, XLA (JAX) and OpenMP pools to n
+    threads, as set_torch_threads does for PyTorch (nothing when n is 0)."""
+    if n <= 0:
+        return {}
+    return {"OMP_NUM_THREADS": str(n), "TF_NUM_INTRAOP_THREADS": str(n), "TF_NUM_INTEROP_THREADS": str(n),
+            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={str(n > 1).lower()} intra_op_parallelism_threads={n}"}
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -210,9 +229,7 @@ class Report:
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:
-    backend = os.environ.get("KERAS_BACKEND")
-    return " ".join([*([f"KERAS_BACKEND={backend}"] if backend else []), f"python benchmarks/{script}", *argv])
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)
+    """The command that reproduces a run, with the environment that shaped it."""
+    env = [f"{k}={v}" if " " not in v else f"{k}='{v}'" for k in ("KERAS_BACKEND", *thread_env(1))
+           if (v := os.environ.get(k))]
+    return " ".join([*env, f"python benchmarks/{script}", *argv])

@@ -120,7 +120,9 @@ def test_source_names_the_preset_and_reads_as_a_block_and_a_loop() -> None:
 def test_side_by_side_and_source_commands(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert main(["side-by-side", "cifar_resnet20"]) == 0
     out = capsys.readouterr().out
-    assert "layer1.0.conv1" in out and "layer1_0_conv1_pad (ZeroPadding2D) + layer1_0_conv1 (Conv2D)" in out
+    # a strided conv needs its padding layer (trap 4); a stride-1 one pads with Keras 'same', symmetric there
+    assert "layer2_0_conv1_pad (ZeroPadding2D) + layer2_0_conv1 (Conv2D)" in out
+    assert "layer1.0.conv1" in out and "layer1_0_conv1 (Conv2D)" in out and "layer1_0_conv1_pad" not in out
     target = tmp_path / "cifar.py"
     assert main(["source", "cifar_resnet20", "--framework", "keras", "-o", str(target)]) == 0
     assert "def basic_block(x, width, stride, name):" in target.read_text()

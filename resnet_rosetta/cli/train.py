@@ -17,6 +17,7 @@ from typing import Any
 
 from resnet_rosetta.frameworks import FRAMEWORK_NAMES
 from resnet_rosetta.training.runs import (
+    KERAS_TRAIN_BACKEND,
     RunSettings,
     evaluate_checkpoint,
     load_framework,
@@ -87,7 +88,8 @@ def register(sub: Any) -> None:
 
 def _add_framework_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
-                   help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+                   help="Keras backend (default: $KERAS_BACKEND, else the one that trains fastest, measured: "
+                        f"{KERAS_TRAIN_BACKEND})")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
 
 

@@ -68,8 +68,9 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
     Trap(4, "padding 'same' with stride 2", "explicit symmetric padding k // 2",
          "'same' pads (0, 1) for a stride-2 window on an even input (TensorFlow's rule)",
          "every strided conv reads a shifted window: large output errors, and only on even input sizes",
-         "spec field `padding` ('symmetric' | 'same'); `resnet_keras/layers.py` emits ZeroPadding2D(k // 2) + "
-         "'valid'; `resnet_torch/layers.py` SameConv2d reproduces Keras-native 'same' models (tutorial_keras_resnet18)",
+         "spec field `padding` ('symmetric' | 'same'); `resnet_keras/layers.py` pads strided convs with "
+         "ZeroPadding2D(k // 2) + 'valid'; `resnet_torch/layers.py` SameConv2d reproduces Keras-native 'same' "
+         "models (tutorial_keras_resnet18)",
          port.same_padding, _rel("naive_rel")),
     Trap(5, "max-pool padding", "nn.MaxPool2d pads with -inf", "keras.applications pads with ZeroPadding2D (0)",
          "equal only on non-negative inputs: a pre-activation (v2) stem pools before any ReLU",

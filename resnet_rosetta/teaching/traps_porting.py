@@ -123,7 +123,7 @@ def same_padding(preset: ResNetSpec | str = "resnet50", hw: int = 64,
         (describe_port(f"naive port, Keras 'same' on every conv ({hw}x{hw})", naive),
          describe_port(f"the same naive port at {hw + 1}x{hw + 1}", naive_odd)
          + " ('same' is symmetric on odd sizes: tests at odd sizes miss this trap)",
-         describe_port("our port, ZeroPadding2D(k // 2) + 'valid'", good),
+         describe_port("our port, ZeroPadding2D(k // 2) + 'valid' where strided", good),
          describe_port(f"{native.spec.name} (Keras 'same') naively ported to PyTorch with padding=k//2", native_naive),
          describe_port(f"{native.spec.name} ported by us (SameConv2d pads (0, 1) as Keras does)", native_good)),
         {**_port_values("naive", naive), **_port_values("naive_odd", naive_odd), **_port_values("ours", good),

@@ -21,6 +21,8 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -69,9 +71,18 @@ class RunSettings:
         return cls(**{**data, "spec": ResNetSpec.from_dict(data["spec"]), "sgd": SGDConfig.from_dict(data["sgd"])})
 
 
+# The Keras backend `train` and `evaluate` use when neither --backend nor KERAS_BACKEND names one:
+# the fastest train step measured by benchmarks/bench_backends.py (results/backends-cpu.md).
+KERAS_TRAIN_BACKEND = "jax"
+
+
 def load_framework(name: str, backend: str | None = None, device: str | None = None) -> Framework:
     """The framework to train in; only what `name` needs is imported (torch training never
-    loads TensorFlow), and torch trains on CUDA when present unless `device` says otherwise."""
+    loads TensorFlow), and torch trains on CUDA when present unless `device` says otherwise.
+    Keras runs on `backend`, else $KERAS_BACKEND, else KERAS_TRAIN_BACKEND (unless a Keras
+    is imported already: its backend is fixed)."""
+    if name == "keras" and backend is None and "keras" not in sys.modules and not os.environ.get("KERAS_BACKEND"):
+        backend = KERAS_TRAIN_BACKEND
     framework = get_framework(name, backend=backend, device=device)
     if framework.name == "torch" and device is None:
         import torch
