@@ -10,6 +10,7 @@ Markers (see also pyproject.toml):
   something is missing.
 """
 
+import gc
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,3 +37,20 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: leave collection to Python
+        return 0
+
+
+def pytest_runtest_teardown(item, nextitem):  # type: ignore[no-untyped-def]
+    # Keras models are reference cycles (layers <-> nodes <-> model), freed only by Python's rare
+    # full collection, and the largest presets hold gigabytes of weights in each framework: a
+    # worker would pile up several finished tests' models (one was OOM-killed at 6 GB). Collect
+    # when this worker holds more than 3 GB; small tests never pay for it.
+    if _resident_bytes() > 3 * 2**30:
+        gc.collect()

@@ -135,8 +135,8 @@ def test_torch_run_resumes_in_keras(torch_runs: dict[str, Path], tmp_path: Path,
     What Keras's training steps then do with it is parity's business (test_training_parity:
     float64 to 1e-8, float32 within the rounding bound); this run itself is no place to
     measure it in float32: 16 digits make channels near-constant, where BatchNorm amplifies
-    rounding (torch float32 parts from float64 by 2.5e-5 of the update in epoch 3, and Keras's
-    normalisation, computed as x * inv - mean * inv on TensorFlow and torch, by 1.3e-2).
+    rounding (torch float32 parts from float64 by 2.5e-5 of the update in epoch 3, Keras on JAX
+    by 2e-5, Keras on TensorFlow and on torch by 1.3e-2).
     """
     out = tmp_path / "mixed"
     shutil.copytree(torch_runs["after2"], out)

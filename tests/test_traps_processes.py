@@ -10,7 +10,9 @@ from resnet_rosetta.teaching import traps_numerics as num
 
 
 def test_trap_table_covers_the_reference_numbering() -> None:
-    assert sorted(traps.TRAPS) == list(range(1, 22))
+    # the reference's traps 1-21 (22, the batch-variance formula, is documented in docs/training.md;
+    # 23 on are timm's layers)
+    assert set(range(1, 22)) <= set(traps.TRAPS) and all(isinstance(n, int) and n > 0 for n in traps.TRAPS)
     assert all(t.handled_by and t.if_ignored for t in traps.TRAPS.values())
 
 
