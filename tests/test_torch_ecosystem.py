@@ -257,7 +257,7 @@ def test_timm_settings_the_spec_carries() -> None:
 def test_from_timm_refuses_what_the_spec_cannot_say() -> None:
     cases = [
         (dict(model_name="resnet18", drop_path_rate=0.1), "layer1.1.drop_path is a DropPath"),
-        (dict(model_name="resnet18", drop_rate=0.2), "drop_rate=0.2"),
+        (dict(model_name="resnet18", drop_block_rate=0.1), "layer3.0.drop_block is a DropBlock2d"),
         (dict(model_name="resnet18", block_args=dict(attn_layer="ese")), "layer1.0.se is a EffectiveSEModule"),
         (dict(model_name="resnet18", act_layer="silu"), "act1 is a SiLU"),
         (dict(model_name="resnet50", output_stride=16), r"layer4.1.conv2 has .*dilation=\(2, 2\)"),
