@@ -88,7 +88,9 @@ def test_every_input_size_from_1_to_35_agrees(name):
     """Explicit padding makes every size agree, including 1x1 and sizes that are odd at some depth."""
     spec = get_spec(name, num_classes=None, head_activation="none")  # feature maps show misalignment directly
     torch_model, k_model = pair(spec, seed=0)
-    for size in [1, 2, 3, 5, 7, 8, 15, 17, 31, 35]:
+    # each size is a new shape for every layer (JAX and torch trace per shape): the full set on
+    # TensorFlow; elsewhere 1 and 2 (below every window) and 7, 17, 35 (odd and even maps at each depth)
+    for size in [1, 2, 3, 5, 7, 8, 15, 17, 31, 35] if BACKEND == "tensorflow" else [1, 2, 7, 17, 35]:
         x = random_input(spec, (size, size + 1), batch=1)
         ref = torch_forward(torch_model, x)
         assert_f32_close(keras_forward(k_model, x), ref, f"{name} {size}x{size + 1}")
