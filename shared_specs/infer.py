@@ -123,6 +123,9 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
                                                one published biased v1 layout)
     post_bn, no conv bias, GroupNorm and a     weight-standardised convs (epsilon 1e-8),
     single stem conv                           max-pool pads zeros (timm's BiT ResNetV2)
+    a stage's first block projects a shortcut  always_project; biased running variance,
+    that keeps its shape                       max-pool pads zeros, no zero-init
+                                               (keras-hub's PaddleClas vd)
     anything else                              BN epsilon 1e-5, decay 0.9, unbiased
                                                running variance; max-pool pads
                                                -inf; stride on the 3x3 (torchvision v1.5)
@@ -168,6 +171,8 @@ def infer_spec(weights: Mapping[str, Any], **hints: Any) -> ResNetSpec:
         _check_groups(shapes, data["norm"].get("groups", _TIMM_GROUPS))
     if "shortcut" not in hints:
         data["shortcut"] = _infer_shortcut(facts, data)
+        if any(stage.get("always_project") for stage in data["stages"]):
+            _keras_hub_vd_conventions(data, hints)
     if "conv_bias" not in hints:
         data["conv_bias"] = _infer_conv_bias(facts, data)
     spec = ResNetSpec.from_dict(data)
@@ -650,7 +655,8 @@ def _infer_shortcut(f: _Facts, data: dict[str, Any]) -> str:
             raise SpecError(f"{min(proj)}.downsample.0.weight is a projection shortcut but "
                             f"{min(avg)}.downsample.1.weight timm's avg-pool shortcut: one network uses one kind")
         if avg != reshape:
-            return _shortcut_mismatch(avg, reshape, "downsample.1", assumed)
+            return _with_first_block_projections(data, avg, reshape, "D") or \
+                _shortcut_mismatch(avg, reshape, "downsample.1", assumed)
         return "D"
     if not proj:
         return "A" if reshape else "B"
@@ -660,7 +666,30 @@ def _infer_shortcut(f: _Facts, data: dict[str, Any]) -> str:
         return "B"
     if proj == widen:
         return "B-subsample"
-    return _shortcut_mismatch(proj, reshape, "downsample.0", assumed)
+    return _with_first_block_projections(data, proj, reshape, "B") or \
+        _shortcut_mismatch(proj, reshape, "downsample.0", assumed)
+
+
+def _keras_hub_vd_conventions(data: dict[str, Any], hints: dict[str, Any]) -> None:
+    """keras-hub's vd (the one published layout whose first blocks always project) builds
+    Keras BatchNormalization (biased running variance) and pads its max-pool with zeros."""
+    if "batchnorm" not in hints:
+        data["batchnorm"]["running_var"] = "biased"
+    if "pool_pad_value" not in _plain(hints.get("stem", {}), "stem"):
+        data["stem"]["pool_pad_value"] = "zero"
+    if "zero_init_last_bn" not in hints:
+        data["zero_init_last_bn"] = False
+
+
+def _with_first_block_projections(data: dict[str, Any], have: set[str], need: set[str], kind: str) -> str | None:
+    """`kind` if the only projections beyond the reshaping blocks are stages' first blocks:
+    those stages get `always_project` (PaddleClas/keras-hub vd); else None."""
+    extra = have - need
+    if need - have or not all(name.endswith(".0") for name in extra):
+        return None
+    for name in extra:
+        data["stages"][int(name[len("layer"):].split(".")[0]) - 1]["always_project"] = True
+    return kind
 
 
 def _shortcut_mismatch(have: set[str], need: set[str], where: str, assumed: str) -> str:

@@ -65,9 +65,12 @@ def test_every_preset_is_inferred_from_its_weights(name: str) -> None:
 # The published families need no hints: the conventions are theirs. Only the two seed
 # tutorials' own choices (a stride-3 unpadded stem, Keras 'same' padding, ...) need hints.
 # timm's table (shared_specs.presets_timm): tests/test_timm_families.py, with the hints its
-# anti-aliased and torchvision-shaped rows need.
+# anti-aliased and torchvision-shaped rows need. keras-hub's resnet_vd_50 holds exactly the
+# tensors of timm's resnet50d (its first stage widens anyway, so always_project shows
+# nowhere): the weights cannot tell them apart, and the conventions name timm's.
 @pytest.mark.parametrize("name", [n for n in list_presets()
-                                  if not n.startswith("tutorial_") and n not in TABLE_PRESETS])
+                                  if not n.startswith("tutorial_") and n not in TABLE_PRESETS
+                                  and n != "resnet_vd_50"])
 def test_conventions_reproduce_published_families(name: str) -> None:
     assert infer_spec(shapes_only(get_spec(name))) == get_spec(name)
 
