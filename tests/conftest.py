@@ -47,10 +47,15 @@ def _resident_bytes() -> int:
         return 0
 
 
+_HELD_AFTER_COLLECTING = [0]
+
+
 def pytest_runtest_teardown(item, nextitem):  # type: ignore[no-untyped-def]
     # Keras models are reference cycles (layers <-> nodes <-> model), freed only by Python's rare
     # full collection, and the largest presets hold gigabytes of weights in each framework: a
     # worker would pile up several finished tests' models (one was OOM-killed at 6 GB). Collect
-    # when this worker holds more than 3 GB; small tests never pay for it.
-    if _resident_bytes() > 3 * 2**30:
+    # once the worker holds 1.5 GB more than after the last collection: a full collection costs
+    # ~0.5 s, so it runs after the big tests only, never after each small one.
+    if _resident_bytes() > _HELD_AFTER_COLLECTING[0] + 1.5 * 2**30:
         gc.collect()
+        _HELD_AFTER_COLLECTING[0] = _resident_bytes()
