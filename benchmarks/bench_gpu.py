@@ -20,6 +20,7 @@ MFU: achieved FLOP/s over the bf16 matmul peak this run measures on the same GPU
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_part(args, torch, rows)
         title = "resnet_torch.build('resnet50') vs torchvision.models.resnet50, same weights"
     else:
-        with keras.device("cpu:0" if args.dry_run else "gpu:0"):
+        with contextlib.nullcontext() if args.dry_run else keras.device("gpu:0"):  # see bench_train.main
             keras_part(args, keras, rows)
         title = f"resnet_keras.build('resnet50_v1') vs keras.applications.ResNet50 on {backend}, same weights"
     report.add(title, HEADER, rows.rows,

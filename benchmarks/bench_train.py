@@ -10,8 +10,10 @@ with the mode's StepOptions: a mode is fp32|bf16|fp16, then -cl (channels_last) 
 `resnet_keras.build("resnet50_v1")` against `keras.applications.ResNet50` holding the
 same weights (logits heads), first both with Keras's own BatchNorm and SGD (the
 architectures alone), then ours as `train --framework keras` runs it (torch-semantics
-BatchNorm and TorchSGD, `resnet_keras.training`) against the same reference; -compile
-is jit_compile=True on both sides, bf16 a mixed_bfloat16 policy on both.
+BatchNorm and TorchSGD, `resnet_keras.training`) against the same reference. Keras's SGD
+gets the same learning rate, momentum and weight decay, and every model the loss and
+accuracy metric `make_optimizer` compiles; -compile is jit_compile=True on both sides,
+bf16 a mixed_bfloat16 policy on both.
 
 Each round times one step of each side, interleaved (benchmarks/harness.py); the first
 step (tracing, compiling) is reported apart. Results: benchmarks/results/train-<device>-<what>.md/.json.
@@ -20,6 +22,7 @@ step (tracing, compiling) is reported apart. Results: benchmarks/results/train-<
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -149,8 +152,11 @@ def keras_mode(args: argparse.Namespace, keras: Any, mode: str, trainer: str, x:
     rk.import_weights(ours, weights)
     jit = True if options.compile else "auto"
     for model in (ref, ours) if trainer == "keras" else (ref,):
-        model.compile(optimizer=keras.optimizers.SGD(SGD.lr, momentum=SGD.momentum),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+        # Keras's own SGD with the same hyper-parameters (its weight decay is decoupled: trap 10), and the
+        # loss and metric resnet_keras.training.make_optimizer compiles with
+        model.compile(optimizer=keras.optimizers.SGD(SGD.lr, momentum=SGD.momentum, weight_decay=SGD.weight_decay),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit,
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     if trainer == "torch-semantics":
         kt.make_optimizer(ours, SGD, options)
     if args.device != "cpu":  # the batch waits on the device: the step is timed, not the transfer
@@ -199,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" in frameworks:
         bench_torch(args, report, torch)
     if "keras" in frameworks:
-        with keras.device("gpu:0" if args.device == "cuda" else "cpu:0"):
+        # no device scope on CPUs: on Keras's torch backend, variables made inside keras.device("cpu:0")
+        # are copies that never receive gradients (train_on_batch: "No gradients provided")
+        with keras.device("gpu:0") if args.device == "cuda" else contextlib.nullcontext():
             bench_keras(args, report, keras)
     out = args.out or RESULTS / f"train-{device_label(args.device)}-{'-'.join(parts)}"
     md, _ = report.write(out)

@@ -24,6 +24,9 @@ if ! "$PY" -c "import keras" 2>/dev/null; then
     fi
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-# the torch part first, then JAX in its own process (JAX would otherwise take the GPU's memory)
-KERAS_BACKEND=${KERAS_BACKEND:-jax} "$PY" benchmarks/bench_gpu.py --part torch "$@"
-KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" benchmarks/bench_gpu.py --part keras "$@"
+# the torch part first, then JAX in its own process (JAX would otherwise take the GPU's memory);
+# one part failing does not cost the other's results
+status=0
+KERAS_BACKEND=${KERAS_BACKEND:-jax} "$PY" benchmarks/bench_gpu.py --part torch "$@" || status=$?
+KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" benchmarks/bench_gpu.py --part keras "$@" || status=$?
+exit $status
