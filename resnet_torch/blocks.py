@@ -29,4 +29,5 @@ class ResidualBlock(nn.Module):
         pre = run(self, self.pre_names, x)
         out = run(self, self.main_names, pre)
         shortcut = run(self, self.shortcut_names, pre if self.shortcut_reads_pre else x)
-        return run(self, self.post_names, out + shortcut)
+        out += shortcut  # in place, as torchvision's: `out` is the branch's own new tensor
+        return run(self, self.post_names, out)
