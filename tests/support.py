@@ -65,21 +65,124 @@ def assert_f32_close(actual: np.ndarray, reference: np.ndarray, what: str) -> No
     np.testing.assert_allclose(actual, reference, rtol=F32_RTOL, atol=atol, err_msg=what)
 
 
+def assert_gradients_agree(torch_model: torch.nn.Module, keras_model: keras.Model, spec: ResNetSpec,
+                           hw: tuple[int, int], upstream: np.ndarray, what: str, batch: int = 3) -> None:
+    """Input and weight gradients of d(sum(output * upstream)), training mode, within the float32
+    bound, on the first input (seeds 1, 2, ...) where both passes take the same linear pieces.
+
+    A ResNet is piecewise linear: its gradient jumps at each ReLU input's zero and wherever two
+    values of a max-pool window swap. A unit within float32 rounding (~1e-6 of its scale) of such
+    a kink can fall on one side in one framework and on the other in the other, and route its
+    gradient elsewhere (measured: a layer2 ReLU of resnet50 at 67x45 on JAX moved 0.4% of the input
+    gradient and 2% of a BatchNorm weight's); with 1e5 to 1e6 units per pass, one input in three to
+    five places one there (resnet50 at 35x33 and 67x45 on JAX), and which ones depends on the CPU's
+    summation order. No rounding bound covers a jump, so the
+    kinks are checked in the very passes that differentiate (kinks_apart) and gradients compared
+    where none parted: then both frameworks differentiate the same function. A wrong port parts
+    kinks on every input and fails here, naming them.
+    """
+    seen = []
+    for seed in range(1, 11):
+        x = random_input(spec, hw, batch=batch, seed=seed)
+        ref_dx, ref_dw, ref_kinks = torch_gradients(torch_model, x, upstream)
+        dx, dw, kinks = keras_gradients(keras_model, x, upstream)
+        apart = kinks_apart(spec, ref_kinks, kinks)
+        if not apart:
+            break
+        seen.append(f"input seed {seed}: {', '.join(apart)}")
+    else:
+        raise AssertionError(f"{what}: the frameworks take other ReLU / max-pool pieces on every input: "
+                             + "; ".join(seen))
+    assert_f32_close(dx, ref_dx, f"{what} input gradient")
+    assert dw.keys() == ref_dw.keys(), f"{what}: other tensors"
+    # per tensor, relative to that tensor's largest gradient (a layout bug moves gradients by their own
+    # magnitude), the scale floored at 1e-2 of the model's largest gradient (an atol of 1e-6 of it):
+    # where the exact gradient is zero (a bias feeding a training-mode BatchNorm, e.g. V2's conv3 and
+    # shortcut biases), float32 cancellation leaves noise near 1e-7 of it
+    largest = max(float(np.abs(g).max()) for g in ref_dw.values())
+    for key, ref in ref_dw.items():
+        scale = max(float(np.abs(ref).max()), 1e-2 * largest)
+        np.testing.assert_allclose(dw[key], ref, rtol=F32_RTOL, atol=F32_ATOL_SCALE * scale,
+                                   err_msg=f"{what} gradient of {key}")
+
+
+def _kink_ops(spec: ResNetSpec) -> dict[str, object]:
+    """The plan's ReLUs and max-pools by canonical name."""
+    from shared_specs import make_plan
+    from shared_specs import plan as P
+
+    return {op.name: op for op in make_plan(spec).ops() if isinstance(op, (P.ReLU, P.MaxPool))}
+
+
+def kinks_apart(spec: ResNetSpec, ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]) -> list[str]:
+    """The ReLUs and max-pools whose inputs (NCHW, as the gradient functions return them) put a
+    unit on the other side of a kink: a ReLU input of the other sign, a max-pool window whose
+    maximum sits elsewhere."""
+    from shared_specs import plan as P
+
+    apart = []
+    for name, op in _kink_ops(spec).items():
+        a, b = ours[name], theirs[name]
+        if isinstance(op, P.ReLU):
+            differ = ((a > 0) != (b > 0)).any()
+        else:
+            differ = (_pool_argmax(a, op) != _pool_argmax(b, op)).any()
+        if differ:
+            apart.append(name)
+    return apart
+
+
+def _pool_argmax(x: np.ndarray, op) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Where each window of the max-pool `op` on NCHW `x` finds its maximum (padding included)."""
+    pads = []
+    for n in x.shape[2:]:
+        if op.padding == "same":
+            total = max((-(-n // op.stride) - 1) * op.stride + op.size - n, 0)
+            pads.append((total // 2, total - total // 2))
+        else:
+            pads.append((op.padding, op.padding))
+    padded = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=0.0 if op.pad_value == "zero" else -np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (op.size, op.size), axis=(2, 3))
+    windows = windows[:, :, :: op.stride, :: op.stride]
+    return windows.reshape(*windows.shape[:4], -1).argmax(-1)
+
+
 def torch_gradients(model: torch.nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = True
-                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """d(sum(output * upstream)) w.r.t. the NCHW input and every trainable canonical tensor."""
-    model.train(training)
-    model.zero_grad()
-    xt = torch.from_numpy(x).requires_grad_(True)
-    (model(xt) * torch.from_numpy(upstream)).sum().backward()
-    return xt.grad.numpy(), {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """d(sum(output * upstream)) w.r.t. the NCHW input and every trainable canonical tensor, and
+    the inputs of the ReLUs and max-pools in that same pass (kinks_apart)."""
+    kinks: dict[str, np.ndarray] = {}
+    hooks = [model.get_submodule(name).register_forward_pre_hook(  # before an in-place ReLU overwrites it
+        lambda _m, inputs, name=name: kinks.__setitem__(name, inputs[0].detach().numpy().copy()))
+        for name in _kink_ops(model.spec)]
+    try:
+        model.train(training)
+        model.zero_grad()
+        xt = torch.from_numpy(x).requires_grad_(True)
+        (model(xt) * torch.from_numpy(upstream)).sum().backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return xt.grad.numpy(), {n: p.grad.numpy().copy() for n, p in model.named_parameters()}, kinks
 
 
 def keras_gradients(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = True
-                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The same for a Keras ResNet on the current backend; returned in canonical layout (NCHW input)."""
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The same for a Keras ResNet on the current backend, in canonical layout (NCHW input); the
+    kink inputs come out of the differentiated pass itself (compiled on JAX, where a separate
+    forward could round otherwise)."""
+    from resnet_keras.layers import ConstantPadding2D, keras_name
     from resnet_keras.weights import canonical_variables
 
+    names, tensors = [], []
+    for name, op in _kink_ops(model.spec).items():
+        tensor = model.get_layer(keras_name(name)).input
+        producer = tensor._keras_history.operation
+        if type(op).__name__ == "MaxPool" and isinstance(producer, (keras.layers.ZeroPadding2D, ConstantPadding2D)):
+            tensor = producer.input  # unpadded, as PyTorch's pool module receives it
+        names.append(name)
+        tensors.append(tensor)
+    probe = keras.Model(model.inputs, [model.outputs[0], *tensors])
     rows = [(n, v, back) for n, v, _, back in canonical_variables(model) if v.trainable]
     variables = [v for _, v, _ in rows]
     xk, up = nhwc(x), (nhwc(upstream) if upstream.ndim == 4 else upstream)
@@ -89,30 +192,34 @@ def keras_gradients(model: keras.Model, x: np.ndarray, upstream: np.ndarray, tra
         xv = tf.constant(xk)
         with tf.GradientTape() as tape:
             tape.watch(xv)
-            loss = tf.reduce_sum(model(xv, training=training) * up)
+            out, *seen = probe(xv, training=training)
+            loss = tf.reduce_sum(out * up)
         grads = tape.gradient(loss, [xv, *[v.value for v in variables]])
     elif BACKEND == "jax":
         import jax
 
-        trainable = [v.value for v in model.trainable_variables]
-        frozen = [v.value for v in model.non_trainable_variables]
-        index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        trainable = [v.value for v in probe.trainable_variables]
+        frozen = [v.value for v in probe.non_trainable_variables]
+        index = {id(v): i for i, v in enumerate(probe.trainable_variables)}
 
         def loss_fn(xv, tv):
-            out, _ = model.stateless_call(tv, frozen, xv, training=training)
-            return (out * up).sum()
+            (out, *kink_inputs), _ = probe.stateless_call(tv, frozen, xv, training=training)
+            return (out * up).sum(), kink_inputs
 
         # compiled once: op-by-op differentiation of a ResNet is ~3x slower on CPU
-        gx, gtv = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))(xk, trainable)
+        (gx, gtv), seen = jax.jit(jax.grad(loss_fn, argnums=(0, 1), has_aux=True))(xk, trainable)
         grads = [gx, *[gtv[index[id(v)]] for v in variables]]
     else:  # torch backend
         xv = torch.tensor(xk, requires_grad=True)
         for v in variables:
             v.value.grad = None
-        (model(xv, training=training) * torch.from_numpy(up)).sum().backward()
+        out, *seen = probe(xv, training=training)
+        (out * torch.from_numpy(up)).sum().backward()
         grads = [xv.grad, *[v.value.grad for v in variables]]
     arrays = [keras.ops.convert_to_numpy(g) for g in grads]
-    return nchw(arrays[0]), {n: back(g) for (n, _, back), g in zip(rows, arrays[1:])}
+    kinks = {name: keras.ops.convert_to_numpy(keras.ops.stop_gradient(t)) for name, t in zip(names, seen)}
+    return (nchw(arrays[0]), {n: back(g) for (n, _, back), g in zip(rows, arrays[1:])},
+            {name: nchw(a) if a.ndim == 4 else a for name, a in kinks.items()})
 
 
 # -- float32 training runs --------------------------------------------------------------
