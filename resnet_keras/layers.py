@@ -97,21 +97,27 @@ class UnbiasedBatchNormalization(layers.BatchNormalization):
         if not (training and self.trainable) or mask is not None:
             return super().call(inputs, training=training, mask=mask)
         x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
-        # Two passes, as torch does: keras.ops.moments on the torch backend computes E[x^2] - E[x]^2,
-        # which cancels in float32 where a channel's mean dwarfs its spread (measured: up to 8e-4 of
-        # the output scale in training mode at batch 2, against ~1e-6 this way).
-        mean = keras.ops.mean(x, axis=self._reduction_axes)
-        variance = keras.ops.var(x, axis=self._reduction_axes)
-        shape = keras.ops.shape(x)
-        n = keras.ops.cast(math.prod(shape[a] for a in self._reduction_axes), x.dtype)
+        # Two passes, as torch does (trap 22): the mean, then the mean of squared deviations, which also
+        # normalise. keras.ops.moments on the torch backend computes E[x^2] - E[x]^2, which cancels in
+        # float32 where a channel's mean dwarfs its spread (up to 8e-4 of the output scale in training
+        # mode at batch 2, against ~1e-6 this way); keras.ops.var there is a strided reduction that cost
+        # 20% of a resnet50 train step (benchmarks/bench_train.py).
+        mean = keras.ops.mean(x, axis=self._reduction_axes, keepdims=True)
+        centered = x - mean
+        variance = keras.ops.mean(keras.ops.square(centered), axis=self._reduction_axes, keepdims=True)
+        n = keras.ops.cast(math.prod(keras.ops.shape(x)[a] for a in self._reduction_axes), x.dtype)
         unbiased = variance * (n / keras.ops.maximum(n - 1.0, 1.0))  # n == 1: variance is 0 anyway
         decay = self.momentum
-        self.moving_mean.assign(keras.ops.cast(self.moving_mean, x.dtype) * decay + mean * (1.0 - decay))
-        self.moving_variance.assign(keras.ops.cast(self.moving_variance, x.dtype) * decay + unbiased * (1.0 - decay))
-        beta = None if self.beta is None else keras.ops.cast(self.beta, x.dtype)
-        gamma = None if self.gamma is None else keras.ops.cast(self.gamma, x.dtype)
-        out = keras.ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma,
-                                            epsilon=self.epsilon)
+        self.moving_mean.assign(keras.ops.cast(self.moving_mean, x.dtype) * decay
+                                + keras.ops.reshape(mean, (-1,)) * (1.0 - decay))
+        self.moving_variance.assign(keras.ops.cast(self.moving_variance, x.dtype) * decay
+                                    + keras.ops.reshape(unbiased, (-1,)) * (1.0 - decay))
+        scale = keras.ops.rsqrt(variance + self.epsilon)
+        if self.gamma is not None:
+            scale = scale * keras.ops.reshape(keras.ops.cast(self.gamma, x.dtype), keras.ops.shape(mean))
+        out = centered * scale
+        if self.beta is not None:
+            out = out + keras.ops.reshape(keras.ops.cast(self.beta, x.dtype), keras.ops.shape(mean))
         return keras.ops.cast(out, self.compute_dtype)
 
 
