@@ -10,9 +10,8 @@ from resnet_rosetta.teaching import traps_numerics as num
 
 
 def test_trap_table_covers_the_reference_numbering() -> None:
-    # the reference's traps 1-21 (22, the batch-variance formula, is documented in docs/training.md;
-    # 23 on are timm's layers)
-    assert set(range(1, 22)) <= set(traps.TRAPS) and all(isinstance(n, int) and n > 0 for n in traps.TRAPS)
+    # the reference's traps 1-22; 23 on are timm's layers
+    assert set(range(1, 23)) <= set(traps.TRAPS) and all(isinstance(n, int) and n > 0 for n in traps.TRAPS)
     assert all(t.handled_by and t.if_ignored for t in traps.TRAPS.values())
 
 

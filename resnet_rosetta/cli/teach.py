@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         "explain", help="the PyTorch/Keras traps, each measured now on a real network",
         description="Measure traps (default: all) on the current Keras backend (KERAS_BACKEND) and print what "
                     "goes wrong if each is ignored, by how much, and how resnet-rosetta handles it.")
-    p.add_argument("traps", nargs="*", type=int, metavar="TRAP", help="trap numbers (1-21, 23-30); default: all")
+    p.add_argument("traps", nargs="*", type=int, metavar="TRAP", help="trap numbers (1-30); default: all")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--markdown", action="store_true",
                       help="write docs/differences.md: all traps, backend-specific ones on every backend")

@@ -1,5 +1,5 @@
 """The places where the same ResNet silently differs between PyTorch and Keras, measured: the
-21 of the project's reference table (1-21), and those timm's layers bring (23-30).
+22 of the project's reference table (1-22), and those timm's layers bring (23-30).
 
 Each trap pairs a measurement (run now, on a real network with random weights and
 random BatchNorm statistics) with what goes wrong if it is ignored and how
@@ -167,7 +167,16 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          "`resnet_rosetta/frameworks.py` import_frameworks() imports triton first; the CLI, the tests "
          "(`tests/conftest.py`) and every module needing both go through it",
          num.import_order, lambda m: f"exit {m.values['tensorflow_first']} vs {m.values['import_frameworks']}"),
-    # 22 is the reference table's float32 batch variance on Keras's torch backend (docs/training.md)
+    Trap(22, "batch variance in float32", "BatchNorm's batch variance in two passes",
+         "ops.moments: two passes on TensorFlow and JAX, E[x^2] - E[x]^2 on the torch backend",
+         "on Keras's torch backend, training-mode BatchNorm loses digits where a channel's mean dwarfs its spread "
+         "(pre-activation residual streams, small batches): outputs and running statistics part from PyTorch's",
+         "`resnet_keras/layers.py` UnbiasedBatchNormalization (every BatchNorm of a spec with torch's running "
+         "variance) computes the variance in two passes on the torch backend",
+         num.batch_variance,
+         lambda m: f"at a channel mean {m.values['offsets'][-1]:g}x the spread: {g(m.values['keras_rel'][-1])} "
+         f"(Keras's own) vs {g(m.values['ours_rel'][-1])} (ours) of the output scale",
+         backend_specific=True),
     Trap(23, "GroupNorm has no running statistics",
          "nn.GroupNorm: each example's own group statistics in train() and eval() alike; weight and bias only",
          "GroupNormalization: the same for training=True and False (and trainable=False); gamma and beta only",
@@ -252,7 +261,7 @@ def get_trap(number: int) -> Trap:
 
 
 def numbering() -> str:
-    """The trap numbers as ranges: '1-21, 23-30'."""
+    """The trap numbers as ranges: '1-30'."""
     ranges: list[list[int]] = []
     for n in sorted(TRAPS):
         if ranges and ranges[-1][-1] == n - 1:

@@ -1,7 +1,8 @@
-"""Measurements of the numeric and process traps (15-18, 21): float32 accuracy, float64,
-shared memory, TF32 (not measurable without a GPU) and the import-order segfault.
+"""Measurements of the numeric and process traps (15-18, 21, 22): float32 accuracy, float64,
+shared memory, TF32 (not measurable without a GPU), the import-order segfault and the
+float32 batch variance.
 
-15-17 depend on the Keras backend; run them once per backend (KERAS_BACKEND).
+15-17 and 22 depend on the Keras backend; run them once per backend (KERAS_BACKEND).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from resnet_rosetta.frameworks import import_frameworks
 from resnet_rosetta.interop.layer_outputs import first_divergence, relative_difference
-from resnet_rosetta.teaching.measured import Measured, anchor, g, setting
+from resnet_rosetta.teaching.measured import Measured, anchor, backend, g, setting
 from shared_specs import ResNetSpec
 
 
@@ -99,6 +100,36 @@ def shared_memory(preset: ResNetSpec | str = "cifar_resnet20", hw: int = 32) -> 
          f"convert_to_numpy(kernel) changes the output by {g(kchange)} "
          "(Keras 3.15 copies here; resnet_keras copies anyway, since backends have aliased before)"),
         {"torch_aliased": aliased, "torch_export": copied, "keras": kchange},
+    )
+
+
+def batch_variance(channels: int = 64, hw: int = 8, offsets: tuple[float, ...] = (0.0, 10.0, 100.0)) -> Measured:
+    """Trap 22: one training-mode BatchNorm at batch 2 on channels whose mean dwarfs their
+    spread, against float64: torch, Keras's own BatchNormalization (the current backend's
+    ops.moments) and ours (UnbiasedBatchNormalization: two passes on every backend)."""
+    torch, keras = import_frameworks()
+    from resnet_keras.layers import UnbiasedBatchNormalization
+
+    rng = np.random.default_rng(22)
+    errors: dict[str, list[float]] = {"torch": [], "keras": [], "ours": []}
+    for offset in offsets:
+        x = (offset + rng.normal(size=(2, channels, hw, hw))).astype(np.float32)
+        exact = torch.nn.functional.batch_norm(torch.from_numpy(x).double(), None, None, training=True).numpy()
+        errors["torch"].append(relative_difference(
+            exact, torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, training=True).numpy()))
+        for key, cls in (("keras", keras.layers.BatchNormalization), ("ours", UnbiasedBatchNormalization)):
+            y = keras.ops.convert_to_numpy(cls(epsilon=1e-5)(x.transpose(0, 2, 3, 1), training=True))
+            errors[key].append(relative_difference(exact, y.transpose(0, 3, 1, 2)))
+    means = ", ".join(f"{o:g}" for o in offsets)
+    return Measured(
+        f"one BatchNorm2d in training mode, {channels} channels of 2x{hw}x{hw} values with mean {means} and "
+        f"spread 1, against float64; Keras on {backend()}",
+        (f"PyTorch float32: {', '.join(g(v) for v in errors['torch'])} of the output scale",
+         f"keras.layers.BatchNormalization: {', '.join(g(v) for v in errors['keras'])} (its ops.moments; on the "
+         "torch backend E[x^2] - E[x]^2)",
+         f"our UnbiasedBatchNormalization: {', '.join(g(v) for v in errors['ours'])} (two passes: mean, then the "
+         "mean of squared deviations)"),
+        {"offsets": offsets, **{f"{k}_rel": v for k, v in errors.items()}},
     )
 
 
