@@ -154,12 +154,14 @@ def _variables(model: keras.Model, spec: ResNetSpec) -> Iterator[tuple[str, Any,
         rules = op_rules(op)
         if rules:
             layer = _layer(model, names[op.name])
-            _check_layer(op, layer, spec)
+            check_layer(op, layer, spec)
             for suffix, attr, to_keras, to_canonical in rules:
                 yield f"{op.name}.{suffix}", getattr(layer, attr), to_keras, to_canonical
 
 
-def _check_layer(op: P.Op, layer: keras.layers.Layer, spec: ResNetSpec) -> None:
+def check_layer(op: P.Op, layer: keras.layers.Layer, spec: ResNetSpec) -> None:
+    """SpecError unless a library's `layer` (keras.applications, keras-hub) is the Conv2D,
+    BatchNormalization or Dense that the plan's `op` says, configured alike."""
     if isinstance(op, P.Conv):
         kind: type = keras.layers.Conv2D
         expected: dict[str, Any] = {"filters": op.out_channels, "kernel_size": (op.kernel_size,) * 2,

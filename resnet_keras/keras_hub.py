@@ -32,7 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from resnet_keras.ecosystem import _check_layer
+from resnet_keras.ecosystem import check_layer
 from resnet_keras.weights import Transform, op_rules
 from shared_specs import BatchNormSpec, ResNetSpec, SpecError, StageSpec, StemSpec, check_weights, find_preset
 from shared_specs import plan as P
@@ -252,7 +252,7 @@ def _variables(model: Any, backbone: Any, spec: ResNetSpec) -> Iterator[tuple[st
         if template is None:
             raise SpecError(f"{op.name}: keras-hub's ResNet has no layer for it")  # config_of_spec refuses first
         layer = _layer(model if op.name == "fc" else backbone, template.format(**values))
-        _check_layer(op, layer, spec)
+        check_layer(op, layer, spec)
         for suffix, attr, to_keras, to_canonical in rules:
             yield f"{op.name}.{suffix}", getattr(layer, attr), to_keras, to_canonical
 

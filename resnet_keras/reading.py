@@ -20,7 +20,14 @@ import numpy as np
 from resnet_keras.layers import ChannelPad, ConstantPadding2D, GlobalPool2D, UnbiasedBatchNormalization
 from resnet_keras.weights import op_rules
 from shared_specs import ResNetSpec, SpecError, check_weights, make_plan
-from shared_specs.graph import Node, conv_padding, drop_nodes, fold_padding, symmetric_padding
+from shared_specs.graph import (
+    Node,
+    conv_padding,
+    drop_nodes,
+    fold_padding,
+    merge_cat_of_pools,
+    symmetric_padding,
+)
 from shared_specs.graph_spec import spec_from_graph
 
 L = keras.layers
@@ -144,7 +151,8 @@ def _layer(layer: Any, name: str, inputs: list[int], nodes: list[Node]) -> int:
         return emit("gap", {"mode": "avg" if isinstance(layer, L.GlobalAveragePooling2D) else "max"})
     if isinstance(layer, GlobalPool2D):
         return emit("gap", {"mode": layer.mode})
-    if isinstance(layer, L.Concatenate) and layer.axis in (-1, 1) and _cat_of_pools(inputs, nodes):
+    if (isinstance(layer, L.Concatenate) and layer.axis in (-1, 1)
+            and merge_cat_of_pools(inputs, nodes, "Concatenate([avg, max])")):
         return inputs[0]
     if isinstance(layer, L.Dropout) and type(layer) is L.Dropout:
         return emit("dropout", {"rate": float(layer.rate)})
@@ -171,20 +179,6 @@ def _activation(layer: Any, name: str, index: int, nodes: list[Node]) -> int:
         return index
     return _emit(nodes, Node(_activation_kind(layer.activation), f"{name} (activation)", {}, [index],
                              f"{type(layer).__name__}(activation={kind!r})"))
-
-
-def _cat_of_pools(inputs: list[int], nodes: list[Node]) -> bool:
-    """Concatenate([GlobalAveragePooling2D, GlobalMaxPooling2D]) of one tensor, timm's
-    catavgmax: the avg pool's node becomes it and the max pool's is dropped."""
-    if len(inputs) != 2:
-        return False
-    avg, peak = (nodes[i] for i in inputs)
-    if not (avg.kind == peak.kind == "gap" and (avg.attrs["mode"], peak.attrs["mode"]) == ("avg", "max")
-            and avg.inputs == peak.inputs):
-        return False
-    avg.attrs["mode"], avg.layer_type = "catavgmax", "Concatenate([avg, max])"
-    peak.kind = "dropped"
-    return True
 
 
 def from_model(model: keras.Model, **hints: Any) -> tuple[ResNetSpec, dict[str, np.ndarray], dict[str, str]]:

@@ -22,7 +22,14 @@ from torch import nn
 
 from resnet_torch import layers as ours
 from shared_specs import ResNetSpec, SpecError, check_weights
-from shared_specs.graph import Node, conv_padding, drop_nodes, fold_padding, symmetric_padding
+from shared_specs.graph import (
+    Node,
+    conv_padding,
+    drop_nodes,
+    fold_padding,
+    merge_cat_of_pools,
+    symmetric_padding,
+)
 from shared_specs.graph_spec import spec_from_graph
 from shared_specs.plan import IGNORED_SUFFIXES
 from shared_specs.spec import decay_from_torch_momentum
@@ -164,7 +171,8 @@ def _function(n: fx.Node, inputs: list[int], emit: Any, nodes: list[Node]) -> in
         return emit(Node("dropout", n.name, {"rate": float(_arg(n, 1, "p", 0.5))}, inputs, f"{kind}()"))
     if target in (F.softmax, torch.softmax, "softmax") and _arg(n, 1, "dim") in (1, -1):
         return emit(Node("softmax", n.name, {}, inputs, f"{kind}()"))
-    if target is torch.cat and _arg(n, 1, "dim", 0) in (1, -1) and _cat_of_pools(inputs, nodes):
+    if (target is torch.cat and _arg(n, 1, "dim", 0) in (1, -1)
+            and merge_cat_of_pools(inputs, nodes, "torch.cat([avg, max])")):
         return inputs[0]
     if target in (torch.flatten, "view", "reshape", "flatten", "contiguous", "squeeze") and inputs:
         return inputs[0]
@@ -194,20 +202,6 @@ def _functional_pool(n: fx.Node, inputs: list[int], emit: Any, kind: str) -> int
         return emit(Node("maxpool", n.name, {"kernel": k, "stride": stride, "padding": padding, "pad_value": "-inf"},
                          inputs, f"{kind}()"))
     return emit(Node("avgpool", n.name, {"kernel": k, "stride": stride, "ceil_mode": ceil}, inputs, f"{kind}()"))
-
-
-def _cat_of_pools(inputs: list[int], nodes: list[Node]) -> bool:
-    """torch.cat([avg pool, max pool], 1) of one tensor, timm's catavgmax written out: the avg
-    pool's node becomes the catavgmax pool and the max pool's is dropped."""
-    if len(inputs) != 2:
-        return False
-    avg, peak = (nodes[i] for i in inputs)
-    if not (avg.kind == peak.kind == "gap" and (avg.attrs["mode"], peak.attrs["mode"]) == ("avg", "max")
-            and avg.inputs == peak.inputs):
-        return False
-    avg.attrs["mode"], avg.layer_type = "catavgmax", "torch.cat([avg, max])"
-    peak.kind = "dropped"
-    return True
 
 
 def _arg(n: fx.Node, index: int, name: str, default: Any = None) -> Any:

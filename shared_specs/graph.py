@@ -159,6 +159,21 @@ def fold_padding(nodes: list[Node]) -> list[Node]:
     return out
 
 
+def merge_cat_of_pools(inputs: list[int], nodes: list[Node], layer_type: str) -> bool:
+    """Whether the concatenation of `nodes[i] for i in inputs` is an average and a max pool of one
+    tensor, timm's catavgmax written out; if so the average pool's node becomes the catavgmax
+    pool (its layer shown as `layer_type`) and the max pool's is dropped."""
+    if len(inputs) != 2:
+        return False
+    avg, peak = (nodes[i] for i in inputs)
+    if not (avg.kind == peak.kind == "gap" and (avg.attrs["mode"], peak.attrs["mode"]) == ("avg", "max")
+            and avg.inputs == peak.inputs):
+        return False
+    avg.attrs["mode"], avg.layer_type = "catavgmax", layer_type
+    peak.kind = "dropped"
+    return True
+
+
 def drop_nodes(nodes: list[Node], kind: str) -> list[Node]:
     """The graph without its nodes of `kind` (ops a reader merged into another, unused)."""
     keep = [i for i, n in enumerate(nodes) if n.kind != kind]
