@@ -353,7 +353,7 @@ class TorchInit(keras.initializers.Initializer):
     program per shape (most of a resnet50's first build on JAX), and TensorFlow's normal
     kernel takes ~3x its uniform one, where keras.applications draws uniforms. Normals
     come from Box-Muller on float32 uniforms (twice as fast as numpy's standard_normal
-    here; tails end at 5.8 sigma). The seed comes from Python's `random`, as Keras's own
+    here; tails end at 5.6 sigma). The seed comes from Python's `random`, as Keras's own
     initialisers take theirs: keras.utils.set_random_seed makes builds repeatable, and
     alike on every backend. Under `initial_draws(False)` nothing is drawn: zeros.
     """
@@ -383,12 +383,26 @@ class TorchInit(keras.initializers.Initializer):
 
 
 def _standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n float32 N(0, 1) draws by Box-Muller: sqrt(-2 log u1) (cos, sin)(2 pi u2)."""
+    """n float32 N(0, 1) draws by Box-Muller, sqrt(-2 log u1) (cos, sin)(2 pi u2), in place: the
+    uniforms are raw bits made floats in [1, 2) (23 random bits each), no array is copied."""
     half = (n + 1) // 2
-    u = rng.random((2, half), dtype=np.float32)
-    radius = np.sqrt(np.float32(-2.0) * np.log1p(-u[0]))  # 1 - u in (0, 1]: finite
-    angle = u[1] * np.float32(2 * math.pi)
-    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
+    bits = rng.bit_generator.random_raw(half).view(np.uint32)  # 2 * half 32-bit words
+    bits >>= np.uint32(9)
+    bits |= np.uint32(0x3F800000)  # exponent of 1: 1 + mantissa / 2^23
+    u = bits.view(np.float32)
+    radius, angle = u[:half], u[half:]
+    np.subtract(np.float32(2.0), radius, out=radius)  # 1 - u1 in (0, 1]: a finite log
+    np.log(radius, out=radius)
+    radius *= np.float32(-2.0)
+    np.sqrt(radius, out=radius)
+    angle -= np.float32(1.0)
+    angle *= np.float32(2 * math.pi)
+    out = np.empty(2 * half, np.float32)
+    np.cos(angle, out=out[:half])
+    np.sin(angle, out=out[half:])
+    out[:half] *= radius
+    out[half:] *= radius
+    return out[:n]
 
 
 def _he_normal_fan_out() -> keras.initializers.Initializer:
