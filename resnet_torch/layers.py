@@ -287,7 +287,7 @@ def make_layer(op: P.Op) -> nn.Module:
     if isinstance(op, P.FilterResponseNorm):
         return FilterResponseNorm2d(op.channels, op.epsilon, op.tlu)
     if isinstance(op, P.ReLU):
-        # in place, as torchvision's: a new tensor per ReLU cost 7% of a CPU inference pass (benchmarks/);
+        # in place, as torchvision's: a new tensor per ReLU made inference slower (benchmarks/README.md);
         # a forward hook that keeps an activation must copy it, as resnet-rosetta diff's do
         return nn.ReLU(inplace=True)
     if isinstance(op, P.SqueezeExcite):
