@@ -172,7 +172,7 @@ TRAPS: dict[int, Trap] = {t.number: t for t in (
          "on Keras's torch backend, training-mode BatchNorm loses digits where a channel's mean dwarfs its spread "
          "(pre-activation residual streams, small batches): outputs and running statistics part from PyTorch's",
          "`resnet_keras/layers.py` UnbiasedBatchNormalization (every BatchNorm of a spec with torch's running "
-         "variance) computes the variance in two passes on the torch backend",
+         "variance) computes the variance in two passes on every backend",
          num.batch_variance,
          lambda m: f"at a channel mean {m.values['offsets'][-1]:g}x the spread: {g(m.values['keras_rel'][-1])} "
          f"(Keras's own) vs {g(m.values['ours_rel'][-1])} (ours) of the output scale",
