@@ -1,4 +1,4 @@
-"""The 21 traps, measured on small real networks: each naive port goes wrong where and by as
+"""The 30 traps, measured on small real networks: each naive port goes wrong where and by as
 much as docs/differences.md says, and each correct port stays within the float32 bound.
 
 Naive-port errors are asserted against "order 1" thresholds (0.1 of the output scale):
