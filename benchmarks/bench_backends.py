@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "img/s", *RATIO_HEADER], rows,
                f"Fastest Keras candidate: **{fastest}**.")
     report.settings["fastest_keras"] = fastest
-    md, _ = report.write(args.out or RESULTS / f"backends-{args.device.split(':')[0]}")
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(args.out or RESULTS / f"backends-{args.device.split(':')[0]}")
     return 0
 
 

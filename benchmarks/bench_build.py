@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                "Both sides draw random initial values unless stated: ours torchvision's He-normal (numpy, "
                "resnet_keras.layers.TorchInit), keras.applications Glorot-uniform (the backend's generator).")
     out = args.out or RESULTS / f"build-cpu-{backend}"
-    md, _ = report.write(out)
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(out)
     return 0
 
 

@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(steps[0])
     report.add("The floor's steps (median seconds over its runs)", ["step", "seconds"],
                [[n, f"{sorted(st[n] for st in steps)[len(steps) // 2]:.2f}"] for n in names])
-    md, _ = report.write(args.out or RESULTS / f"convert-cpu-{backend}")
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(args.out or RESULTS / f"convert-cpu-{backend}")
     return 0
 
 

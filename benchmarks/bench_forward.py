@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_keras(chosen, args, keras, report)
         report.add(f"Keras ({backend}): resnet_keras.build vs keras.applications (same weights)", HEADER, rows)
     out = args.out or RESULTS / f"forward-{args.device}-{backend}"
-    md, _ = report.write(out)
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(out)
     return 0
 
 

@@ -197,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                f"MFU against {peak:.0f} TFLOP/s, the bf16 matmul peak measured in this run; {macs / 1e9:.2f} GMACs "
                "per image forward, training counted as 3x.")
     label = "cpu-dry-run" if args.dry_run else device_label("cuda")
-    md, _ = report.write(args.out_dir / f"gpu-{label}-{where}")
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(args.out_dir / f"gpu-{label}-{where}")
     return 0
 
 

@@ -210,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         with keras.device("gpu:0") if args.device == "cuda" else contextlib.nullcontext():
             bench_keras(args, report, keras)
     out = args.out or RESULTS / f"train-{device_label(args.device)}-{'-'.join(parts)}"
-    md, _ = report.write(out)
-    print("\n" + report.markdown())
-    print(f"written to {md} and .json")
+    report.publish(out)
     return 0
 
 

@@ -13,6 +13,8 @@ percent; only the interval says what a run resolved.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import math
 import os
@@ -166,6 +168,9 @@ def machine() -> dict[str, Any]:
         module = sys.modules.get(name)
         if module is not None:
             info[name] = getattr(module, "__version__", "?")
+        else:  # measured in worker processes (bench_backends): the installed version
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                info[name] = importlib.metadata.version(name)
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
@@ -219,13 +224,22 @@ class Report:
                           "its 95% confidence interval; spread = interval width / ratio.", "", *self.sections])
 
     def write(self, path: Path) -> tuple[Path, Path]:
-        """`path` with .md and .json suffixes; returns both."""
+        """`path` with .md and .json suffixes, each written whole or not at all; returns both."""
+        from shared_specs.checkpoint import atomic_write
+
         path.parent.mkdir(parents=True, exist_ok=True)
         md, js = path.with_suffix(".md"), path.with_suffix(".json")
-        md.write_text(self.markdown())
-        js.write_text(json.dumps({"title": self.title, "command": self.command, "machine": machine(),
-                                  "settings": self.settings, "results": self.results}, indent=2) + "\n")
+        text = json.dumps({"title": self.title, "command": self.command, "machine": machine(),
+                           "settings": self.settings, "results": self.results}, indent=2) + "\n"
+        atomic_write(md, lambda f: f.write(self.markdown().encode()))
+        atomic_write(js, lambda f: f.write(text.encode()))
         return md, js
+
+    def publish(self, path: Path) -> None:
+        """Write the results (`write`) and print them, and where they went."""
+        md, _ = self.write(path)
+        print("\n" + self.markdown())
+        print(f"written to {md} and .json")
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:
