@@ -372,8 +372,8 @@ class TorchInit(keras.initializers.Initializer):
             values = np.random.default_rng(self.seed).random(n, dtype=np.float32) * np.float32(2 * self.bound)
             values -= np.float32(self.bound)
         else:  # Keras kernels are (kH, kW, in/groups, out): fan-out = kH * kW * out, as torch counts it
-            values = _standard_normal(np.random.default_rng(self.seed), n)
-            values *= np.float32(math.sqrt(2.0 / (math.prod(shape[:-2]) * shape[-1])))
+            std = math.sqrt(2.0 / (math.prod(shape[:-2]) * shape[-1]))
+            values = _normal(np.random.default_rng(self.seed), n, std)
         values = values.reshape(shape)
         dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
         return values if dtype == "float32" else keras.ops.convert_to_tensor(values, dtype=dtype)
@@ -382,9 +382,10 @@ class TorchInit(keras.initializers.Initializer):
         return {"kind": self.kind, "bound": self.bound, "seed": self.seed}
 
 
-def _standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n float32 N(0, 1) draws by Box-Muller, sqrt(-2 log u1) (cos, sin)(2 pi u2), in place: the
-    uniforms are raw bits made floats in [1, 2) (23 random bits each), no array is copied."""
+def _normal(rng: np.random.Generator, n: int, std: float = 1.0) -> np.ndarray:
+    """n float32 N(0, std^2) draws by Box-Muller, std sqrt(-2 log u1) (cos, sin)(2 pi u2), in place:
+    the uniforms are raw bits made floats in [1, 2) (23 random bits each), no array is copied, and
+    std scales the radii (half the values)."""
     half = (n + 1) // 2
     bits = rng.bit_generator.random_raw(half).view(np.uint32)  # 2 * half 32-bit words
     bits >>= np.uint32(9)
@@ -393,7 +394,7 @@ def _standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
     radius, angle = u[:half], u[half:]
     np.subtract(np.float32(2.0), radius, out=radius)  # 1 - u1 in (0, 1]: a finite log
     np.log(radius, out=radius)
-    radius *= np.float32(-2.0)
+    radius *= np.float32(-2.0 * std * std)
     np.sqrt(radius, out=radius)
     angle -= np.float32(1.0)
     angle *= np.float32(2 * math.pi)
