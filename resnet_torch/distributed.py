@@ -11,6 +11,7 @@ does the same by construction: it computes one global batch).
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -64,7 +65,15 @@ def init_data_parallel() -> DataParallel:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
+        # left to interpreter teardown, gloo's worker threads may release tensors after Python is gone:
+        # "terminate called without an active exception", SIGABRT at exit (pytorch/pytorch#179291)
+        atexit.register(_leave_process_group)
     return DataParallel(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def data_parallel(model: nn.Module, context: DataParallel) -> nn.parallel.DistributedDataParallel:
