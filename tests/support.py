@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 import resnet_keras as rk
-from shared_specs import ResNetSpec, count_flops, count_params, get_spec, list_presets
+from shared_specs import ResNetSpec, count_flops, count_params, get_spec, list_presets, make_plan
+from shared_specs import plan as P
 from shared_specs.synthetic import random_weights  # noqa: F401  (re-exported for the tests)
 
 BACKEND = keras.backend.backend()
@@ -106,11 +107,8 @@ def assert_gradients_agree(torch_model: torch.nn.Module, keras_model: keras.Mode
                                    err_msg=f"{what} gradient of {key}")
 
 
-def _kink_ops(spec: ResNetSpec) -> dict[str, object]:
+def _kink_ops(spec: ResNetSpec) -> dict[str, P.ReLU | P.MaxPool]:
     """The plan's ReLUs and max-pools by canonical name."""
-    from shared_specs import make_plan
-    from shared_specs import plan as P
-
     return {op.name: op for op in make_plan(spec).ops() if isinstance(op, (P.ReLU, P.MaxPool))}
 
 
@@ -118,8 +116,6 @@ def kinks_apart(spec: ResNetSpec, ours: Mapping[str, np.ndarray], theirs: Mappin
     """The ReLUs and max-pools whose inputs (NCHW, as the gradient functions return them) put a
     unit on the other side of a kink: a ReLU input of the other sign, a max-pool window whose
     maximum sits elsewhere."""
-    from shared_specs import plan as P
-
     apart = []
     for name, op in _kink_ops(spec).items():
         a, b = ours[name], theirs[name]
@@ -132,7 +128,7 @@ def kinks_apart(spec: ResNetSpec, ours: Mapping[str, np.ndarray], theirs: Mappin
     return apart
 
 
-def _pool_argmax(x: np.ndarray, op) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _pool_argmax(x: np.ndarray, op: P.MaxPool) -> np.ndarray:
     """Where each window of the max-pool `op` on NCHW `x` finds its maximum (padding included)."""
     pads = []
     for n in x.shape[2:]:
@@ -178,7 +174,7 @@ def keras_gradients(model: keras.Model, x: np.ndarray, upstream: np.ndarray, tra
     for name, op in _kink_ops(model.spec).items():
         tensor = model.get_layer(keras_name(name)).input
         producer = tensor._keras_history.operation
-        if type(op).__name__ == "MaxPool" and isinstance(producer, (keras.layers.ZeroPadding2D, ConstantPadding2D)):
+        if isinstance(op, P.MaxPool) and isinstance(producer, (keras.layers.ZeroPadding2D, ConstantPadding2D)):
             tensor = producer.input  # unpadded, as PyTorch's pool module receives it
         names.append(name)
         tensors.append(tensor)
